@@ -1,0 +1,17 @@
+"""Exceptions with messages meant for the user: one line that says what is wrong and what to do."""
+
+
+class CTMRError(Exception):
+    """Base class of every error this library reports to the user."""
+
+
+class InputError(CTMRError):
+    """A file or node given as input cannot be used (missing, unreadable, 2-D, empty)."""
+
+
+class NoOverlapError(CTMRError):
+    """The fixed and moving images do not share a region that registration could align."""
+
+
+class RegistrationError(CTMRError):
+    """The registration engine failed; the message carries the cause and the tail of its log."""

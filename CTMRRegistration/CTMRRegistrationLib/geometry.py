@@ -1,0 +1,211 @@
+"""Exact conversions between MRML nodes (RAS, "to parent") and SimpleITK/numpy (LPS, resampling).
+
+Conventions:
+- SimpleITK images and points are in LPS, as ITK and image files are; MRML nodes are in RAS.
+- A SimpleITK transform here is a *resampling* transform: it maps fixed physical points to moving
+  physical points (LPS), as elastix and ITK transform files do.
+- A Slicer transform node that aligns the moving volume to the fixed one has a "to parent" matrix that
+  maps moving RAS points to fixed RAS points: the inverse of the resampling transform, in RAS.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+import vtk
+from vtk.util import numpy_support
+
+from .errors import InputError
+
+RAS_FROM_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def numpy_from_vtk_matrix(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def vtk_matrix_from_numpy(array: np.ndarray) -> vtk.vtkMatrix4x4:
+    matrix = vtk.vtkMatrix4x4()
+    for r in range(4):
+        for c in range(4):
+            matrix.SetElement(r, c, float(array[r, c]))
+    return matrix
+
+
+def flip_ras_lps(matrix: np.ndarray) -> np.ndarray:
+    """Re-express a 4x4 point mapping between RAS and LPS (the same flip goes both ways)."""
+    return RAS_FROM_LPS @ matrix @ RAS_FROM_LPS
+
+
+def parent_to_world_matrix(node) -> np.ndarray:
+    """The 4x4 RAS matrix from a transformable node's local frame to world; error if non-linear."""
+    parent = node.GetParentTransformNode()
+    if parent is None:
+        return np.eye(4)
+    if not parent.IsTransformToWorldLinear():
+        raise InputError(
+            f"'{node.GetName()}' is under a non-linear transform; harden it before registration"
+        )
+    matrix = vtk.vtkMatrix4x4()
+    parent.GetMatrixTransformToWorld(matrix)
+    return numpy_from_vtk_matrix(matrix)
+
+
+# ----- 4x4 matrices <-> SimpleITK linear transforms ---------------------------------------------
+
+
+def matrix_from_sitk(transform: sitk.Transform) -> np.ndarray:
+    """The 4x4 homogeneous matrix (LPS) of any linear SimpleITK transform, composites included."""
+    if transform.GetTransformEnum() == sitk.sitkComposite:
+        composite = sitk.CompositeTransform(transform)
+        total = np.eye(4)
+        for index in range(composite.GetNumberOfTransforms()):
+            total = total @ matrix_from_sitk(composite.GetNthTransform(index))
+        return total
+    if transform.GetTransformEnum() == sitk.sitkIdentity:
+        return np.eye(4)
+    if not transform.IsLinear():
+        raise ValueError(f"{transform.GetName()} is not a linear transform")
+    dimension = transform.GetDimension()
+    origin = np.zeros(dimension)
+    translation = np.array(transform.TransformPoint(origin.tolist()))
+    columns = [
+        np.array(transform.TransformPoint(np.eye(dimension)[axis].tolist())) - translation
+        for axis in range(dimension)
+    ]
+    matrix = np.eye(4)
+    matrix[:3, :3] = np.column_stack(columns)
+    matrix[:3, 3] = translation
+    return matrix
+
+
+def sitk_from_matrix(matrix: np.ndarray, center=(0.0, 0.0, 0.0)) -> sitk.AffineTransform:
+    """An AffineTransform (LPS) with the given 4x4 matrix, expressed about `center`."""
+    matrix = np.asarray(matrix, dtype=float)
+    linear = matrix[:3, :3]
+    center = np.asarray(center, dtype=float)
+    transform = sitk.AffineTransform(3)
+    transform.SetCenter(center.tolist())
+    transform.SetMatrix(linear.ravel().tolist())
+    transform.SetTranslation((matrix[:3, 3] + linear @ center - center).tolist())
+    return transform
+
+
+def transform_points(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Apply a 4x4 homogeneous matrix to an (N, 3) array of points."""
+    points = np.asarray(points, dtype=float)
+    return points @ matrix[:3, :3].T + matrix[:3, 3]
+
+
+# ----- volumes -------------------------------------------------------------------------------------
+
+
+def ijk_to_world_lps(volume_node, world: bool = True) -> np.ndarray:
+    """4x4 matrix from voxel index (i, j, k) to LPS; with `world`, through the parent transforms."""
+    ijk_to_ras = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(ijk_to_ras)
+    matrix = numpy_from_vtk_matrix(ijk_to_ras)
+    if world:
+        matrix = parent_to_world_matrix(volume_node) @ matrix
+    return RAS_FROM_LPS @ matrix
+
+
+def sitk_from_volume(volume_node, world: bool = True) -> sitk.Image:
+    """The volume's voxels and geometry as a SimpleITK image (LPS); parent transforms applied."""
+    image_data = volume_node.GetImageData() if volume_node is not None else None
+    if image_data is None or image_data.GetNumberOfPoints() == 0:
+        name = volume_node.GetName() if volume_node is not None else "(none)"
+        raise InputError(f"volume '{name}' has no image data")
+    dims = image_data.GetDimensions()
+    components = image_data.GetNumberOfScalarComponents()
+    scalars = numpy_support.vtk_to_numpy(image_data.GetPointData().GetScalars())
+    shape = tuple(reversed(dims)) + ((components,) if components > 1 else ())
+    image = sitk.GetImageFromArray(scalars.reshape(shape).copy(), isVector=components > 1)
+    matrix = ijk_to_world_lps(volume_node, world)
+    spacing = np.linalg.norm(matrix[:3, :3], axis=0)
+    image.SetSpacing(spacing.tolist())
+    image.SetDirection((matrix[:3, :3] / spacing).ravel().tolist())
+    image.SetOrigin(matrix[:3, 3].tolist())
+    return image
+
+
+def update_volume_from_sitk(volume_node, image: sitk.Image) -> None:
+    """Replace a volume node's voxels and geometry with a SimpleITK image (LPS, world frame)."""
+    array = sitk.GetArrayViewFromImage(image)
+    components = image.GetNumberOfComponentsPerPixel()
+    image_data = vtk.vtkImageData()
+    image_data.SetDimensions(image.GetSize())
+    vtk_array = numpy_support.numpy_to_vtk(
+        np.ascontiguousarray(array).reshape(-1, components), deep=True
+    )
+    image_data.GetPointData().SetScalars(vtk_array)
+    spacing = np.asarray(image.GetSpacing())
+    direction = np.asarray(image.GetDirection()).reshape(3, 3)
+    ijk_to_lps = np.eye(4)
+    ijk_to_lps[:3, :3] = direction * spacing
+    ijk_to_lps[:3, 3] = image.GetOrigin()
+    world_from_parent = np.linalg.inv(parent_to_world_matrix(volume_node))
+    volume_node.SetIJKToRASMatrix(vtk_matrix_from_numpy(world_from_parent @ RAS_FROM_LPS @ ijk_to_lps))
+    volume_node.SetAndObserveImageData(image_data)
+
+
+def add_volume_from_sitk(context, image: sitk.Image, name: str, labelmap: bool = False):
+    """A new scalar (or labelmap) volume node in the context's scene holding `image`."""
+    class_name = "vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode"
+    node = context.scene.AddNewNodeByClass(class_name, name)
+    update_volume_from_sitk(node, image)
+    node.CreateDefaultDisplayNodes()
+    if labelmap:
+        node.GetDisplayNode().SetAndObserveColorNodeID("vtkMRMLColorTableNodeLabels")
+    return node
+
+
+# ----- transforms ----------------------------------------------------------------------------------
+
+
+def sitk_from_linear_transform_node(transform_node) -> sitk.AffineTransform:
+    """The resampling transform (fixed LPS -> moving LPS) of a linear transform node, to world."""
+    if not transform_node.IsTransformToWorldLinear():
+        raise InputError(f"transform '{transform_node.GetName()}' is not linear")
+    to_world = vtk.vtkMatrix4x4()
+    transform_node.GetMatrixTransformToWorld(to_world)
+    return sitk_from_matrix(flip_ras_lps(np.linalg.inv(numpy_from_vtk_matrix(to_world))))
+
+
+def set_linear_transform_node_from_sitk(transform_node, transform: sitk.Transform) -> None:
+    """Set a linear transform node so that it moves the moving volume onto the fixed one.
+
+    `transform` is a resampling transform (fixed LPS -> moving LPS). Any parent transform of the
+    node is taken into account, so the node's transform to world equals the inverse of `transform`.
+    """
+    to_world = flip_ras_lps(np.linalg.inv(matrix_from_sitk(transform)))
+    local = np.linalg.inv(parent_to_world_matrix(transform_node)) @ to_world
+    transform_node.SetMatrixTransformToParent(vtk_matrix_from_numpy(local))
+
+
+# ----- markups -------------------------------------------------------------------------------------
+
+
+def points_from_markups(markups_node) -> np.ndarray:
+    """World positions (LPS, N x 3) of a markups node's control points, parent transforms applied."""
+    count = markups_node.GetNumberOfControlPoints()
+    points = np.zeros((count, 3))
+    for index in range(count):
+        position = [0.0, 0.0, 0.0]
+        markups_node.GetNthControlPointPositionWorld(index, position)
+        points[index] = position
+    return points * np.array([-1.0, -1.0, 1.0])
+
+
+def labels_from_markups(markups_node) -> list[str]:
+    return [markups_node.GetNthControlPointLabel(i) for i in range(markups_node.GetNumberOfControlPoints())]
+
+
+def set_markups_from_points(markups_node, points_lps: np.ndarray, labels=None) -> None:
+    """Replace the control points of a markups node by world positions given in LPS."""
+    markups_node.RemoveAllControlPoints()
+    for index, point in enumerate(np.asarray(points_lps, dtype=float)):
+        ras = [-point[0], -point[1], point[2]]
+        label = labels[index] if labels is not None else ""
+        new_index = markups_node.AddControlPoint(vtk.vtkVector3d(0, 0, 0), label)
+        markups_node.SetNthControlPointPositionWorld(new_index, ras)

@@ -1,0 +1,66 @@
+"""Image preparation shared by the stages: checks, modality, working and coarse resolutions."""
+
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import InputError
+
+
+def check_volume(image: sitk.Image, role: str) -> None:
+    """Raise InputError unless `image` is a non-empty, non-constant 3-D scalar image."""
+    if image.GetDimension() != 3 or min(image.GetSize()) < 2:
+        raise InputError(f"the {role} image is not 3-D (size {'x'.join(map(str, image.GetSize()))})")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"the {role} image has {image.GetNumberOfComponentsPerPixel()} components; give a scalar volume")
+    array = sitk.GetArrayViewFromImage(image)
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise InputError(f"the {role} image contains NaN or infinite values")
+    if array.min() == array.max():
+        raise InputError(f"the {role} image is empty (every voxel is {array.min()})")
+
+
+def guess_modality(image: sitk.Image) -> str:
+    """'CT' when intensities look like Hounsfield units (air near -1000), otherwise 'MR'."""
+    array = sitk.GetArrayViewFromImage(image)
+    sample = array.ravel()[:: max(1, array.size // 200_000)]
+    low, high = np.percentile(sample, [1, 99])
+    return "CT" if low < -500 and high > -200 else "MR"
+
+
+def shrink_to_spacing(image: sitk.Image, spacing_mm: float) -> sitk.Image:
+    """Average whole blocks of voxels (BinShrink) so that no spacing is finer than about `spacing_mm`."""
+    factors = [max(1, int(spacing_mm / s)) for s in image.GetSpacing()]
+    return sitk.BinShrink(image, factors) if max(factors) > 1 else image
+
+
+def resample_isotropic(image: sitk.Image, spacing_mm: float, default_value: float | None = None) -> sitk.Image:
+    """Smooth and resample to an isotropic grid covering the same physical box."""
+    image = shrink_to_spacing(sitk.Cast(image, sitk.sitkFloat32), spacing_mm / 2)
+    sigmas = [max(0.0, (spacing_mm**2 - s**2) / 4) ** 0.5 for s in image.GetSpacing()]
+    if max(sigmas) > 0:
+        image = sitk.SmoothingRecursiveGaussian(image, sigmas)
+    size = [max(2, int(round(n * s / spacing_mm))) for n, s in zip(image.GetSize(), image.GetSpacing())]
+    if default_value is None:
+        default_value = float(np.min(sitk.GetArrayViewFromImage(image)))
+    return sitk.Resample(
+        image, size, sitk.Transform(), sitk.sitkLinear, image.GetOrigin(), [spacing_mm] * 3,
+        image.GetDirection(), default_value, sitk.sitkFloat32,
+    )
+
+
+def index_to_physical_matrix(image: sitk.Image) -> np.ndarray:
+    """4x4 matrix from continuous index (i, j, k) to physical LPS coordinates."""
+    matrix = np.eye(4)
+    matrix[:3, :3] = np.asarray(image.GetDirection()).reshape(3, 3) * np.asarray(image.GetSpacing())
+    matrix[:3, 3] = image.GetOrigin()
+    return matrix
+
+
+def physical_corners(image: sitk.Image) -> np.ndarray:
+    """The 8 corner points (LPS) of the image's voxel-centre box."""
+    size = np.asarray(image.GetSize()) - 1
+    corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)]) * size
+    matrix = index_to_physical_matrix(image)
+    return corners @ matrix[:3, :3].T + matrix[:3, 3]

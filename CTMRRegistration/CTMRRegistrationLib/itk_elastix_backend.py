@@ -1,0 +1,79 @@
+"""Run elastix in process through the itk-elastix wheel."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .elastix_parameters import ParameterMap, write_parameter_file
+from .errors import NoOverlapError, RegistrationError
+
+_NO_OVERLAP_SIGNS = ("Too many samples map outside moving image buffer", "outside the moving image")
+
+
+def _itk_image(image: sitk.Image, pixel_type):
+    import itk
+
+    array = sitk.GetArrayFromImage(image).astype(pixel_type, copy=False)
+    itk_image = itk.GetImageFromArray(np.ascontiguousarray(array))
+    itk_image.SetOrigin(image.GetOrigin())
+    itk_image.SetSpacing(image.GetSpacing())
+    itk_image.SetDirection(itk.GetMatrixFromArray(np.asarray(image.GetDirection()).reshape(3, 3)))
+    return itk_image
+
+
+def _log_tail(directory: Path, lines: int = 15) -> str:
+    logs = sorted(directory.glob("*.log"))
+    if not logs:
+        return ""
+    return "\n".join(logs[-1].read_text(errors="replace").splitlines()[-lines:])
+
+
+def run_elastix(
+    fixed: sitk.Image,
+    moving: sitk.Image,
+    parameter_maps: list[ParameterMap],
+    initial_transform_map: ParameterMap | None = None,
+    fixed_mask: sitk.Image | None = None,
+    moving_mask: sitk.Image | None = None,
+    threads: int | None = None,
+) -> list[ParameterMap]:
+    """Register `moving` to `fixed`; returns elastix's TransformParameters maps, one per map given."""
+    import itk
+
+    with tempfile.TemporaryDirectory(prefix="ctmr-elastix-") as workdir:
+        workdir = Path(workdir)
+        parameter_object = itk.ParameterObject.New()
+        for parameters in parameter_maps:
+            parameter_object.AddParameterMap(parameters)
+        method = itk.ElastixRegistrationMethod[itk.Image[itk.F, 3], itk.Image[itk.F, 3]].New()
+        method.SetFixedImage(_itk_image(fixed, np.float32))
+        method.SetMovingImage(_itk_image(moving, np.float32))
+        method.SetParameterObject(parameter_object)
+        if initial_transform_map is not None:
+            initial_path = write_parameter_file(initial_transform_map, workdir / "InitialTransform.txt")
+            method.SetInitialTransformParameterFileName(str(initial_path))
+        if fixed_mask is not None:
+            method.SetFixedMask(_itk_image(fixed_mask, np.uint8))
+        if moving_mask is not None:
+            method.SetMovingMask(_itk_image(moving_mask, np.uint8))
+        if threads:
+            method.SetNumberOfThreads(int(threads))
+        method.SetOutputDirectory(str(workdir))
+        method.SetLogToConsole(False)
+        method.SetLogToFile(True)
+        try:
+            method.UpdateLargestPossibleRegion()
+        except RuntimeError as error:
+            tail = _log_tail(workdir) or str(error)
+            if any(sign in tail or sign in str(error) for sign in _NO_OVERLAP_SIGNS):
+                raise NoOverlapError("the images do not overlap after initialisation") from error
+            raise RegistrationError(f"elastix failed:\n{tail}") from error
+        result = method.GetTransformParameterObject()
+        return [
+            {key: list(values) for key, values in result.GetParameterMap(index).items()}
+            for index in range(result.GetNumberOfParameterMaps())
+        ]

@@ -1,0 +1,33 @@
+"""Paths of the files the module ships: elastix parameter maps, icons, the bundled sample pair."""
+
+from pathlib import Path
+
+
+def resources_dir() -> Path:
+    """The module's Resources folder, in a source tree, a Slicer build or an installed wheel."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "Resources", here / "Resources"):
+        if (candidate / "Parameters").is_dir():
+            return candidate
+    raise FileNotFoundError(f"CTMRRegistration resources not found next to {here}")
+
+
+def parameter_file(name: str) -> Path:
+    """An elastix parameter file shipped under Resources/Parameters (name with or without .txt)."""
+    path = resources_dir() / "Parameters" / (name if name.endswith(".txt") else f"{name}.txt")
+    if not path.is_file():
+        raise FileNotFoundError(f"no elastix parameter file {path.name} in {path.parent}")
+    return path
+
+
+def sample_data_dir() -> Path:
+    """The bundled porcine CT/T2-MR pair (TCIA MRI-DIR, CC BY 4.0)."""
+    return resources_dir() / "SampleData"
+
+
+def sample_ct_path() -> Path:
+    return sample_data_dir() / "porcine_ct_2mm.nii.gz"
+
+
+def sample_mr_path() -> Path:
+    return sample_data_dir() / "porcine_mr_t2_2mm.nii.gz"
