@@ -91,15 +91,25 @@ def load_segmentation(context: MRMLContext, path, name: str | None = None):
     return node
 
 
+def _storage_node_for(context: MRMLContext, node, path: Path):
+    """The node's storage node if it writes this file type, else a new one that does."""
+    storage = node.GetStorageNode()
+    if storage is not None and storage.SupportedFileType(str(path)):
+        return storage
+    if path.name.lower().endswith(".fcsv"):
+        storage = context.scene.CreateNodeByClass("vtkMRMLMarkupsFiducialStorageNode")
+    else:
+        storage = node.CreateDefaultStorageNode()
+    context.scene.AddNode(storage)
+    node.SetAndObserveStorageNodeID(storage.GetID())
+    return storage
+
+
 def save_node(context: MRMLContext, node, path) -> Path:
-    """Write a node with its default storage node; the file format follows the extension."""
+    """Write a node through a storage node; the file format follows the extension."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    storage = node.GetStorageNode()
-    if storage is None or not storage.SupportedFileType(str(path)):
-        storage = node.CreateDefaultStorageNode()
-        context.scene.AddNode(storage)
-        node.SetAndObserveStorageNodeID(storage.GetID())
+    storage = _storage_node_for(context, node, path)
     storage.SetFileName(str(path))
     if not storage.WriteData(node):
         reason = _first_line(storage.GetUserMessages().GetAllMessagesAsString())

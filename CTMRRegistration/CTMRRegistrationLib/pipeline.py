@@ -56,6 +56,7 @@ class RegistrationResult:
     metrics: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
     status: str = "ok"
+    transform_node: object = None
 
     @property
     def matrix(self) -> np.ndarray:

@@ -31,3 +31,9 @@ def sample_ct_path() -> Path:
 
 def sample_mr_path() -> Path:
     return sample_data_dir() / "porcine_mr_t2_2mm.nii.gz"
+
+
+def sample_reference_transform_path() -> Path:
+    """Reference rigid solution for the bundled pair (fixed CT -> moving MR, LPS): a Mattes-MI
+    optimum, not ground truth; the phantom deformed between the scans."""
+    return sample_data_dir() / "reference_rigid_fixedCT_movingMR.tfm"

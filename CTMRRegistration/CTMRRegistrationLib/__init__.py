@@ -1,0 +1,22 @@
+"""CTMRRegistration library: CT-MR registration on MRML nodes and SimpleITK images, no Qt needed."""
+
+from .errors import CTMRError, InputError, NoOverlapError, RegistrationError
+from .logic import RegistrationLogic
+from .pipeline import RegistrationOptions, RegistrationResult, register_images
+from .scene import MRMLContext, create_headless_context, default_context
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CTMRError",
+    "InputError",
+    "MRMLContext",
+    "NoOverlapError",
+    "RegistrationError",
+    "RegistrationLogic",
+    "RegistrationOptions",
+    "RegistrationResult",
+    "create_headless_context",
+    "default_context",
+    "register_images",
+]
