@@ -123,19 +123,36 @@ def register_images(
     options: RegistrationOptions | None = None,
     progress: ProgressCallback | None = None,
 ) -> RegistrationResult:
-    """Register `moving` to `fixed`; the result maps fixed physical points to moving ones (LPS)."""
+    """Register `moving` to `fixed`; the result maps fixed physical points to moving ones (LPS).
+
+    The metric is evaluated over the CT whenever one image is CT: MR-fixed requests run CT-fixed and
+    return the inverse, so swapping fixed and moving gives exactly the inverse transform.
+    """
     options = options or RegistrationOptions()
     if options.initialization not in INITIALIZATIONS:
         raise InputError(f"unknown initialisation '{options.initialization}' (use {', '.join(INITIALIZATIONS)})")
     check_volume(fixed, "fixed")
     check_volume(moving, "moving")
     started = time.perf_counter()
-    stage_seconds: dict[str, float] = {}
-
     _report(progress, 0.0, "preparing images")
     fixed = shrink_to_spacing(sitk.Cast(fixed, sitk.sitkFloat32), WORKING_SPACING_MM)
     moving = shrink_to_spacing(sitk.Cast(moving, sitk.sitkFloat32), WORKING_SPACING_MM)
     modalities = (options.fixed_modality or guess_modality(fixed), options.moving_modality or guess_modality(moving))
+    if modalities == ("MR", "CT"):
+        result = _register_prepared(moving, fixed, ("CT", "MR"), options, progress)
+        result.transform = sitk_from_matrix(np.linalg.inv(result.matrix))
+        result.initial_transform = result.initial_transform.GetInverse()
+        result.fixed_modality, result.moving_modality = modalities
+    else:
+        result = _register_prepared(fixed, moving, modalities, options, progress)
+    result.seconds = time.perf_counter() - started
+    _report(progress, 1.0, "done")
+    return result
+
+
+def _register_prepared(fixed, moving, modalities, options, progress) -> RegistrationResult:
+    """Initialisation and elastix rigid on prepared float images of known modality."""
+    stage_seconds: dict[str, float] = {}
     result = RegistrationResult(sitk.Transform(), sitk.Transform(), *modalities, stage_seconds=stage_seconds)
 
     _report(progress, 0.05, "initialising")
@@ -146,7 +163,6 @@ def register_images(
     result.initial_transform = sitk_from_matrix(initial)
     if result.status == "mirrored":
         result.transform = result.initial_transform
-        result.seconds = time.perf_counter() - started
         return result
 
     _report(progress, 0.4, "rigid registration (elastix)")
@@ -171,7 +187,5 @@ def register_images(
             f"the images do not overlap after registration (only {overlap:.0%} of the fixed object "
             "lands on the moving object): check that both images show the same anatomy"
         )
-    result.transform = sitk_from_matrix(final, center=np.zeros(3))
-    result.seconds = time.perf_counter() - started
-    _report(progress, 1.0, "done")
+    result.transform = sitk_from_matrix(final)
     return result
