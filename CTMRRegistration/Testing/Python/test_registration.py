@@ -7,6 +7,7 @@ Mattes-MI optimum of a deformed phantom, not ground truth)."""
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 
 from CTMRRegistrationLib import RegistrationOptions, register_images
 from conftest import move_header, p95_distance, rigid_pose
@@ -62,3 +63,12 @@ def test_known_pose_recovered_mr_fixed(pose_name, sample_ct, sample_mr, mr_fixed
     expected = mr_fixed_result.matrix @ np.linalg.inv(pose)
     moved_mr_points = ct_object_points @ (pose @ reference_ct_to_mr)[:3, :3].T + (pose @ reference_ct_to_mr)[:3, 3]
     assert p95_distance(result.matrix, expected, moved_mr_points) < 1.0
+
+
+def test_mirrored_moving_image_is_flagged_not_registered(sample_ct, sample_mr):
+    mirrored = sitk.Flip(sample_mr, [True, False, False])
+    mirrored.CopyInformation(sample_mr)
+    result = register_images(sample_ct, mirrored, OPTIONS)
+    assert result.status == "mirrored"
+    assert any("appears mirrored" in warning for warning in result.warnings)
+    assert "rigid" not in result.stage_seconds
