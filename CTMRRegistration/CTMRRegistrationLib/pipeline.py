@@ -18,7 +18,7 @@ from . import initialization
 from .elastix_parameters import read_parameter_file
 from .elastix_transforms import compose_linear, linear_transform_map, sitk_from_transform_map
 from .errors import InputError, NoOverlapError
-from .geometry import sitk_from_matrix, transform_points
+from .geometry import matrix_from_sitk, sitk_from_matrix, transform_points
 from .imaging import check_volume, guess_modality, physical_corners, shrink_to_spacing
 from .itk_elastix_backend import run_elastix
 from .masks import foreground_mask
@@ -60,8 +60,7 @@ class RegistrationResult:
 
     @property
     def matrix(self) -> np.ndarray:
-        from .geometry import matrix_from_sitk
-
+        """The 4x4 fixed->moving LPS matrix of `transform`."""
         return matrix_from_sitk(self.transform)
 
     def as_dict(self) -> dict:
