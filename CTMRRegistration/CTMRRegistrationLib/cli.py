@@ -47,6 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--accept-mirror", action="store_true",
                         help="register even when the moving image looks mirrored (the result then reflects)")
     parser.add_argument("--preset", type=Path, help="elastix parameter file for the rigid stage")
+    parser.add_argument("--bias-correction", choices=("auto", "on", "off"), default="auto",
+                        help="N4 bias-field correction of the image(s) registered: auto = MR images only")
+    parser.add_argument("--fixed-modality", choices=("CT", "MR"), help="override the detected modality")
+    parser.add_argument("--moving-modality", choices=("CT", "MR"), help="override the detected modality")
+    parser.add_argument("--output-masks", type=Path,
+                        help="folder for the foreground masks used (fixed_mask.nrrd, moving_mask.nrrd)")
+    parser.add_argument("--elastix", type=Path, help="elastix executable or its folder (default: $CTMR_ELASTIX, "
+                        "PATH, else the itk-elastix wheel)")
     parser.add_argument("--demo", action="store_true", help="register the bundled porcine CT/MR pair")
     parser.add_argument("--output-dir", type=Path, default=Path("ctmr-demo-output"), help="demo output folder")
     return parser
@@ -74,11 +82,15 @@ def register_files(args) -> tuple[RegistrationResult, dict]:
     fixed_node = mrml_io.load_volume(context, args.fixed)
     moving_node = mrml_io.load_volume(context, args.moving)
     result = RegistrationLogic(context).register(
-        fixed_node, moving_node, progress=_progress, apply_to_moving=False,
+        fixed_node, moving_node, progress=_progress, apply_to_moving=False, add_mask_nodes=bool(args.output_masks),
         initialization=args.init, use_masks=not args.no_masks, accept_mirror=args.accept_mirror,
-        rigid_parameter_file=args.preset, threads=args.threads,
+        rigid_parameter_file=args.preset, threads=args.threads, elastix_executable=args.elastix,
+        bias_correction={"auto": None, "on": True, "off": False}[args.bias_correction],
+        fixed_modality=args.fixed_modality, moving_modality=args.moving_modality,
     )
     outputs = {}
+    for role, node in result.mask_nodes.items():
+        outputs[f"{role}_mask"] = str(mrml_io.save_node(context, node, args.output_masks / f"{role}_mask.nrrd"))
     if result.status != "ok":
         return result, outputs
     outputs["transform"] = str(mrml_io.save_node(context, result.transform_node, args.output_transform))

@@ -13,8 +13,11 @@ _ENTRY = re.compile(r"^\s*\((\w+)((?:\s+(?:\"[^\"]*\"|[^\s\")]+))*)\s*\)")
 _VALUE = re.compile(r"\"([^\"]*)\"|([^\s\"]+)")
 
 
-def read_parameter_file(path) -> ParameterMap:
-    """Parse `(Key value ...)` lines; `//` comments and blank lines are skipped."""
+def read_parameter_file(path, required: tuple[str, ...] = ("Transform", "Metric")) -> ParameterMap:
+    """Parse `(Key value ...)` lines; `//` comments and blank lines are skipped.
+
+    `required` keys must be present: a registration parameter file by default; pass ("Transform",)
+    for a TransformParameters file written by elastix."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -29,8 +32,9 @@ def read_parameter_file(path) -> ParameterMap:
         if match is None:
             raise InputError(f"{path.name}, line {number}: not an elastix parameter: {content}")
         parameters[match.group(1)] = [quoted or bare for quoted, bare in _VALUE.findall(match.group(2))]
-    if "Transform" not in parameters or "Metric" not in parameters:
-        raise InputError(f"{path.name} is not an elastix parameter file (no Transform or Metric)")
+    missing = [key for key in required if key not in parameters]
+    if missing:
+        raise InputError(f"{path.name} is not an elastix parameter file (no {' or '.join(missing)})")
     return parameters
 
 

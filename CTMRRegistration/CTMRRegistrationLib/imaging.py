@@ -21,8 +21,16 @@ def check_volume(image: sitk.Image, role: str) -> None:
         raise InputError(f"the {role} image is empty (every voxel is {array.min()})")
 
 
+DICOM_MODALITY_TAG = "0008|0060"
+
+
 def guess_modality(image: sitk.Image) -> str:
-    """'CT' when intensities look like Hounsfield units (air near -1000), otherwise 'MR'."""
+    """'CT' or 'MR': the DICOM Modality tag when the image carries one, else whether intensities look
+    like Hounsfield units (air near -1000)."""
+    if image.HasMetaDataKey(DICOM_MODALITY_TAG):
+        tag = image.GetMetaData(DICOM_MODALITY_TAG).strip().upper()
+        if tag in ("CT", "MR"):
+            return tag
     array = sitk.GetArrayViewFromImage(image)
     sample = array.ravel()[:: max(1, array.size // 200_000)]
     low, high = np.percentile(sample, [1, 99])

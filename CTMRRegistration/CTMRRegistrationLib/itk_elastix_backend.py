@@ -9,9 +9,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from .elastix_parameters import ParameterMap, write_parameter_file
+from .elastix_executable import NO_OVERLAP_SIGNS, log_tail
 from .errors import NoOverlapError, RegistrationError
-
-_NO_OVERLAP_SIGNS = ("Too many samples map outside moving image buffer", "outside the moving image")
 
 
 def _itk_image(image: sitk.Image, pixel_type):
@@ -25,14 +24,12 @@ def _itk_image(image: sitk.Image, pixel_type):
     return itk_image
 
 
-def _log_tail(directory: Path, lines: int = 15) -> str:
+def _log_tail(directory: Path) -> str:
     logs = sorted(directory.glob("*.log"))
-    if not logs:
-        return ""
-    return "\n".join(logs[-1].read_text(errors="replace").splitlines()[-lines:])
+    return log_tail(logs[-1].read_text(errors="replace")) if logs else ""
 
 
-def run_elastix(
+def run_itk_elastix(
     fixed: sitk.Image,
     moving: sitk.Image,
     parameter_maps: list[ParameterMap],
@@ -69,7 +66,7 @@ def run_elastix(
             method.UpdateLargestPossibleRegion()
         except RuntimeError as error:
             tail = _log_tail(workdir) or str(error)
-            if any(sign in tail or sign in str(error) for sign in _NO_OVERLAP_SIGNS):
+            if any(sign in tail or sign in str(error) for sign in NO_OVERLAP_SIGNS):
                 raise NoOverlapError("the images do not overlap after initialisation") from error
             raise RegistrationError(f"elastix failed:\n{tail}") from error
         result = method.GetTransformParameterObject()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from .geometry import set_linear_transform_node_from_sitk, sitk_from_volume
+from .geometry import add_volume_from_sitk, set_linear_transform_node_from_sitk, sitk_from_volume
+from .imaging import guess_modality
+from .masks import foreground_mask
 from .pipeline import ProgressCallback, RegistrationOptions, RegistrationResult, register_images
 from .scene import MRMLContext, default_context
 
@@ -20,6 +22,16 @@ class RegistrationLogic:
     def __init__(self, context: MRMLContext | None = None):
         self.context = context or default_context()
 
+    def _mask_node(self, mask, volume_node):
+        name = self.context.scene.GenerateUniqueName(f"{volume_node.GetName()} foreground")
+        return add_volume_from_sitk(self.context, mask, name, labelmap=True)
+
+    def foreground_mask_node(self, volume_node, modality: str | None = None):
+        """A labelmap node (value 1) of the object in `volume_node`: CT body without table and air,
+        or MR object without background and borders. `modality` 'CT' or 'MR' (default: guessed)."""
+        image = sitk_from_volume(volume_node)
+        return self._mask_node(foreground_mask(image, modality or guess_modality(image)), volume_node)
+
     def register(
         self,
         fixed_node,
@@ -27,17 +39,25 @@ class RegistrationLogic:
         output_transform_node=None,
         apply_to_moving: bool = True,
         progress: ProgressCallback | None = None,
+        add_mask_nodes: bool = False,
         **options,
     ) -> RegistrationResult:
         """Register and store the result in a linear transform node (result.transform_node).
 
         With `apply_to_moving`, the transform node is placed on top of the moving volume's transform
         chain, so the moving volume shows aligned with the fixed one; nothing is resampled or hardened.
+        With `add_mask_nodes`, the foreground masks the registration used become labelmap nodes
+        (result.mask_nodes, keyed 'fixed' and 'moving') to inspect.
         `options` are the fields of RegistrationOptions (initialization, threads, ...).
         """
         result = register_images(
             sitk_from_volume(fixed_node), sitk_from_volume(moving_node), RegistrationOptions(**options), progress
         )
+        if add_mask_nodes and result.fixed_mask is not None:
+            result.mask_nodes = {
+                "fixed": self._mask_node(result.fixed_mask, fixed_node),
+                "moving": self._mask_node(result.moving_mask, moving_node),
+            }
         if result.status != "ok":
             return result
         scene = self.context.scene

@@ -1,7 +1,8 @@
-"""The registration pipeline on SimpleITK images: checks, initialisation, elastix rigid, overlap check.
+"""The registration pipeline on SimpleITK images.
 
-Stages run in order and each one starts from the previous stage's fixed->moving transform, so later
-stages (cropping, bias correction, affine, deformable) slot in as further entries of `_stages`.
+Checks, working resolution, foreground masks, MR bias-field correction, global initialisation (with the
+mirror check), common-region crop, elastix rigid with masks, and a final overlap check. Each stage
+starts from the previous stage's fixed->moving transform and is timed in `stage_seconds`.
 """
 
 from __future__ import annotations
@@ -19,14 +20,16 @@ from .elastix_parameters import read_parameter_file
 from .elastix_transforms import compose_linear, linear_transform_map, sitk_from_transform_map
 from .errors import InputError, NoOverlapError
 from .geometry import matrix_from_sitk, sitk_from_matrix, transform_points
+from .bias_field import correct_bias_field
+from .common_region import common_region, crop_to_points
 from .imaging import check_volume, guess_modality, physical_corners, shrink_to_spacing
-from .itk_elastix_backend import run_elastix
+from .elastix_runner import run_elastix
 from .masks import foreground_mask
 from .resources import parameter_file
 
 ProgressCallback = Callable[[float, str], None]
 INITIALIZATIONS = ("search", "center", "none")
-WORKING_SPACING_MM = 1.0
+WORKING_SPACING_MM = 2.0
 MIN_OVERLAP_FRACTION = 0.2
 
 
@@ -41,6 +44,9 @@ class RegistrationOptions:
     threads: int | None = None
     fixed_modality: str | None = None
     moving_modality: str | None = None
+    bias_correction: bool | None = None  # None: on for MR images
+    elastix_executable: Path | None = None
+    cancelled: Callable[[], bool] | None = None
 
 
 @dataclass
@@ -57,6 +63,9 @@ class RegistrationResult:
     warnings: list = field(default_factory=list)
     status: str = "ok"
     transform_node: object = None
+    fixed_mask: sitk.Image | None = None  # foreground masks on the working grids, for inspection
+    moving_mask: sitk.Image | None = None
+    mask_nodes: dict = field(default_factory=dict)
 
     @property
     def matrix(self) -> np.ndarray:
@@ -116,6 +125,11 @@ def _initialize(fixed, moving, modalities, options, result) -> np.ndarray:
     return np.eye(4)
 
 
+def _prepare(image: sitk.Image, role: str, modality: str | None) -> tuple[sitk.Image, str]:
+    check_volume(image, role)
+    return shrink_to_spacing(sitk.Cast(image, sitk.sitkFloat32), WORKING_SPACING_MM), modality or guess_modality(image)
+
+
 def register_images(
     fixed: sitk.Image,
     moving: sitk.Image,
@@ -130,44 +144,75 @@ def register_images(
     options = options or RegistrationOptions()
     if options.initialization not in INITIALIZATIONS:
         raise InputError(f"unknown initialisation '{options.initialization}' (use {', '.join(INITIALIZATIONS)})")
-    check_volume(fixed, "fixed")
-    check_volume(moving, "moving")
     started = time.perf_counter()
     _report(progress, 0.0, "preparing images")
-    fixed = shrink_to_spacing(sitk.Cast(fixed, sitk.sitkFloat32), WORKING_SPACING_MM)
-    moving = shrink_to_spacing(sitk.Cast(moving, sitk.sitkFloat32), WORKING_SPACING_MM)
-    modalities = (options.fixed_modality or guess_modality(fixed), options.moving_modality or guess_modality(moving))
-    if modalities == ("MR", "CT"):
+    fixed, fixed_modality = _prepare(fixed, "fixed", options.fixed_modality)
+    moving, moving_modality = _prepare(moving, "moving", options.moving_modality)
+    if (fixed_modality, moving_modality) == ("MR", "CT"):
         result = _register_prepared(moving, fixed, ("CT", "MR"), options, progress)
         result.transform = sitk_from_matrix(np.linalg.inv(result.matrix))
         result.initial_transform = result.initial_transform.GetInverse()
-        result.fixed_modality, result.moving_modality = modalities
+        result.fixed_mask, result.moving_mask = result.moving_mask, result.fixed_mask
+        result.fixed_modality, result.moving_modality = fixed_modality, moving_modality
     else:
-        result = _register_prepared(fixed, moving, modalities, options, progress)
+        result = _register_prepared(fixed, moving, (fixed_modality, moving_modality), options, progress)
     result.seconds = time.perf_counter() - started
     _report(progress, 1.0, "done")
     return result
 
 
-def _register_prepared(fixed, moving, modalities, options, progress) -> RegistrationResult:
-    """Initialisation and elastix rigid on prepared float images of known modality."""
-    stage_seconds: dict[str, float] = {}
-    result = RegistrationResult(sitk.Transform(), sitk.Transform(), *modalities, stage_seconds=stage_seconds)
+class _StageClock:
+    """Times named stages into a dict and reports each start to the progress callback."""
 
-    _report(progress, 0.05, "initialising")
-    clock = time.perf_counter()
+    def __init__(self, seconds: dict, progress: ProgressCallback | None):
+        self.seconds, self.progress = seconds, progress
+
+    def start(self, name: str, fraction: float, message: str) -> None:
+        self.name, self.clock = name, time.perf_counter()
+        _report(self.progress, fraction, message)
+
+    def stop(self) -> None:
+        self.seconds[self.name] = time.perf_counter() - self.clock
+
+
+def _use_bias_correction(options: RegistrationOptions, modality: str) -> bool:
+    return modality == "MR" if options.bias_correction is None else options.bias_correction
+
+
+def _register_prepared(fixed, moving, modalities, options, progress) -> RegistrationResult:
+    """Masks, bias correction, initialisation, common-region crop and elastix rigid on prepared images."""
+    result = RegistrationResult(sitk.Transform(), sitk.Transform(), *modalities)
+    clock = _StageClock(result.stage_seconds, progress)
+
+    clock.start("masks", 0.02, "masking CT table, air and MR background")
+    fixed_mask, moving_mask = foreground_mask(fixed, modalities[0]), foreground_mask(moving, modalities[1])
+    result.fixed_mask, result.moving_mask = fixed_mask, moving_mask
+    clock.stop()
+    for role, modality in zip(("fixed", "moving"), modalities):
+        if _use_bias_correction(options, modality):
+            clock.start(f"bias_correction_{role}", 0.08, f"correcting the {role} image's MR bias field (N4)")
+            mask = fixed_mask if role == "fixed" else moving_mask
+            corrected = correct_bias_field(fixed if role == "fixed" else moving, mask)
+            fixed, moving = (corrected, moving) if role == "fixed" else (fixed, corrected)
+            clock.stop()
+
+    clock.start("initialization", 0.15, "searching all orientations")
     initial = _initialize(fixed, moving, modalities, options, result)
     _check_boxes_overlap(fixed, moving, initial)
-    stage_seconds["initialization"] = time.perf_counter() - clock
     result.initial_transform = sitk_from_matrix(initial)
+    clock.stop()
     if result.status == "mirrored":
         result.transform = result.initial_transform
         return result
 
-    _report(progress, 0.4, "rigid registration (elastix)")
-    clock = time.perf_counter()
-    fixed_mask = foreground_mask(fixed, modalities[0])
-    moving_mask = foreground_mask(moving, modalities[1])
+    clock.start("crop", 0.5, "cropping to the common region")
+    fixed_box, moving_box = common_region(fixed_mask, moving_mask, initial)
+    fixed, fixed_mask = (crop_to_points(image, fixed_box) for image in (fixed, fixed_mask))
+    moving, moving_mask = (crop_to_points(image, moving_box) for image in (moving, moving_mask))
+    result.metrics["cropped_sizes"] = {"fixed": list(fixed.GetSize()), "moving": list(moving.GetSize())}
+    clock.stop()
+
+    clock.start("rigid", 0.55, "rigid registration (elastix)")
     maps = run_elastix(
         fixed, moving,
         [read_parameter_file(options.rigid_parameter_file or parameter_file("Rigid"))],
@@ -175,11 +220,14 @@ def _register_prepared(fixed, moving, modalities, options, progress) -> Registra
         fixed_mask=fixed_mask if options.use_masks else None,
         moving_mask=moving_mask if options.use_masks else None,
         threads=options.threads,
+        executable=options.elastix_executable,
+        progress=lambda fraction: _report(progress, 0.55 + 0.4 * fraction, "rigid registration (elastix)"),
+        cancelled=options.cancelled,
     )
     final = compose_linear(result.initial_transform, sitk_from_transform_map(maps[-1]))
-    stage_seconds["rigid"] = time.perf_counter() - clock
+    clock.stop()
 
-    overlap = _mask_overlap_fraction(fixed_mask, moving_mask, final)
+    overlap = _mask_overlap_fraction(result.fixed_mask, result.moving_mask, final)
     result.metrics["foreground_overlap"] = round(overlap, 4)
     if overlap < MIN_OVERLAP_FRACTION:
         raise NoOverlapError(
