@@ -70,20 +70,22 @@ class CoarseView:
         return np.linalg.inv(self.physical_from_index)
 
     def voxel_index(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Nearest voxel (z, y, x) of each LPS point, clipped to the grid, and whether it lies inside."""
-        index = np.rint(points @ self.index_from_physical[:3, :3].T + self.index_from_physical[:3, 3])
-        size = np.asarray(self.channels.shape[2::-1])
-        inside = np.all((index >= 0) & (index < size), axis=1)
-        index = np.clip(index, 0, size - 1).astype(np.int64)
-        return index[:, ::-1], inside
+        """Flat index of the nearest voxel of each LPS point (0 where outside), and whether it is inside."""
+        index_from_physical = self.index_from_physical
+        index = points @ index_from_physical[:3, :3].T + index_from_physical[:3, 3]
+        nearest = np.floor(index + 0.5).astype(np.int32)
+        size_z, size_y, size_x = self.channels.shape[:3]
+        inside = np.all(nearest.view(np.uint32) < np.array([size_x, size_y, size_z], np.uint32), axis=1)
+        flat = (nearest[:, 2] * size_y + nearest[:, 1]) * size_x + nearest[:, 0]
+        return np.where(inside, flat, 0), inside
 
     def contains(self, points: np.ndarray) -> np.ndarray:
         return self.voxel_index(points)[1]
 
     def sample(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Channels at the nearest voxel of each LPS point, and whether the point lies inside the grid."""
-        index, inside = self.voxel_index(points)
-        return self.channels[index[:, 0], index[:, 1], index[:, 2]], inside
+        flat, inside = self.voxel_index(points)
+        return self.channels.reshape(-1, self.channels.shape[-1])[flat], inside
 
     def mirrored(self) -> "CoarseView":
         """The same view with its header reflected left-right through the mask centroid."""

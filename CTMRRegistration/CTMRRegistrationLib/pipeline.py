@@ -127,7 +127,8 @@ def _initialize(fixed, moving, modalities, options, result) -> np.ndarray:
 
 def _prepare(image: sitk.Image, role: str, modality: str | None) -> tuple[sitk.Image, str]:
     check_volume(image, role)
-    return shrink_to_spacing(sitk.Cast(image, sitk.sitkFloat32), WORKING_SPACING_MM), modality or guess_modality(image)
+    working = sitk.Cast(shrink_to_spacing(image, WORKING_SPACING_MM), sitk.sitkFloat32)
+    return working, modality or guess_modality(image)
 
 
 def register_images(
