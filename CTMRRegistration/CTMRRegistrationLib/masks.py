@@ -31,13 +31,28 @@ def ct_body_mask(ct: sitk.Image, threshold_hu: float = -400.0, opening_mm: float
     return _clean(sitk.Cast(ct > threshold_hu, sitk.sitkUInt8), opening_mm, closing_mm=4.0)
 
 
+def padding_value(image: sitk.Image, share: float = 0.5) -> float | None:
+    """The value that fills more than `share` of the image's six faces (a constant border), if any."""
+    array = sitk.GetArrayViewFromImage(image)
+    faces = np.concatenate([face.ravel() for face in (array[0], array[-1], array[:, 0], array[:, -1],
+                                                      array[:, :, 0], array[:, :, -1])])
+    values, counts = np.unique(faces, return_counts=True)
+    return float(values[counts.argmax()]) if counts.max() > share * faces.size else None
+
+
 def mr_foreground_mask(mr: sitk.Image, fraction: float = 0.15, opening_mm: float = 4.0) -> sitk.Image:
-    """Voxels brighter than `fraction` of the robust maximum (99th percentile), with black or
-    constant borders and isolated bright noise removed."""
+    """Voxels brighter than `fraction` of the robust maximum (99th percentile) above the background,
+    without constant (black or grey) padding borders, isolated bright noise or interior holes."""
     array = sitk.GetArrayViewFromImage(mr)
-    high = np.percentile(array[array > array.min()], 99) if (array > array.min()).any() else array.max()
-    threshold = array.min() + fraction * (high - array.min())
-    return _clean(sitk.Cast(mr > threshold, sitk.sitkUInt8), opening_mm, closing_mm=6.0)
+    padding = padding_value(mr)
+    valid = array != padding if padding is not None else np.ones(array.shape, bool)
+    low = array[valid].min() if valid.any() else array.min()
+    signal = array[valid & (array > low)]
+    high = np.percentile(signal, 99) if signal.size else array.max()
+    foreground = (array > low + fraction * (high - low)) & valid
+    mask = sitk.GetImageFromArray(foreground.astype(np.uint8))
+    mask.CopyInformation(mr)
+    return _clean(mask, opening_mm, closing_mm=6.0)
 
 
 def foreground_mask(image: sitk.Image, modality: str) -> sitk.Image:
