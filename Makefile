@@ -8,6 +8,8 @@ PY := $(VENV)/bin/python
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq python3-venv)
+	@command -v elastix >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq elastix) \
+		|| echo "note: no elastix package installed; registration falls back to the itk-elastix wheel"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[test]"

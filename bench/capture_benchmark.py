@@ -23,14 +23,13 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from scipy.spatial.transform import Rotation
-
 from CTMRRegistrationLib.elastix_executable import find_elastix_executable
 from CTMRRegistrationLib.elastix_parameters import read_parameter_file
 from CTMRRegistrationLib.elastix_transforms import sitk_from_transform_map
 from CTMRRegistrationLib.geometry import matrix_from_sitk, transform_points
 from CTMRRegistrationLib.imaging import shrink_to_spacing
 from CTMRRegistrationLib.masks import ct_body_mask
+from scipy.spatial.transform import Rotation
 
 HERE = Path(__file__).resolve().parent
 SUCCESS_P95_MM = 5.0
@@ -73,7 +72,10 @@ def timed(command: list[str], stdout_path: Path | None = None) -> tuple[float, f
     return time.perf_counter() - started, usage.ru_maxrss / 1024**2, process.returncode
 
 
-def run_ours(fixed: Path, moving: Path, work: Path, threads: int) -> tuple[np.ndarray | None, float, float]:
+Run = tuple[np.ndarray | None, float, float]  # fixed->moving matrix (None on failure), seconds, peak GB
+
+
+def run_ours(fixed: Path, moving: Path, work: Path, threads: int) -> Run:
     output = work / "result.json"
     output.unlink(missing_ok=True)
     command = [sys.executable, "-m", "CTMRRegistrationLib", "--fixed", str(fixed), "--moving", str(moving),
@@ -84,7 +86,7 @@ def run_ours(fixed: Path, moving: Path, work: Path, threads: int) -> tuple[np.nd
     return np.asarray(json.loads(output.read_text())["transform"]), seconds, memory
 
 
-def run_generic_rigid(fixed: Path, moving: Path, work: Path, threads: int) -> tuple[np.ndarray | None, float, float]:
+def run_generic_rigid(fixed: Path, moving: Path, work: Path, threads: int) -> Run:
     executable = find_elastix_executable()
     out = work / "elastix"
     out.mkdir(exist_ok=True)
@@ -95,10 +97,11 @@ def run_generic_rigid(fixed: Path, moving: Path, work: Path, threads: int) -> tu
     seconds, memory, _ = timed(command)
     if not result.exists():
         return None, seconds, memory
-    return matrix_from_sitk(sitk_from_transform_map(read_parameter_file(result, required=("Transform",)))), seconds, memory
+    parameters = read_parameter_file(result, required=("Transform",))
+    return matrix_from_sitk(sitk_from_transform_map(parameters)), seconds, memory
 
 
-def run_moments_mi(fixed: Path, moving: Path, work: Path, threads: int) -> tuple[np.ndarray | None, float, float]:
+def run_moments_mi(fixed: Path, moving: Path, work: Path, threads: int) -> Run:
     output = work / "moments.tfm"
     output.unlink(missing_ok=True)
     command = [sys.executable, str(HERE / "moments_mi_peer.py"), str(fixed), str(moving), str(output), str(threads)]
@@ -130,7 +133,7 @@ def summarise(name: str, runs: list[dict], points: np.ndarray) -> dict:
         "success_rate": float(np.mean([run["success"] for run in runs])),
         "median_error_p95_mm": float(np.median(errors)) if errors else float("nan"),
         "p95_error_p95_mm": float(np.percentile(errors, 95)) if errors else float("nan"),
-        "max_agreement_p95_mm": max((run.get("agreement_p95", 0.0) for run in runs if run["success"]), default=float("nan")),
+        "max_agreement_p95_mm": max((run["agreement_p95"] for run in runs if run["success"]), default=float("nan")),
         "median_seconds": float(np.median(seconds)),
         "max_peak_memory_gb": float(max(run["memory_gb"] for run in runs)),
     }
@@ -182,7 +185,8 @@ def main() -> None:
 
     summaries = [summarise(name, runs, points) for name, runs in methods.items() if runs]
     ours = np.median([run["seconds"] for name in ("ours CT fixed", "ours MR fixed") for run in methods[name]])
-    print("\nmethod                  cases  success  median p95 err  p95 of p95 err  max agreement  median time  peak mem  our time / theirs")
+    print("\nmethod                  cases  success  median p95 err  p95 of p95 err  max agreement"
+          "  median time  peak mem  our time / theirs")
     for s in summaries:
         print(f"{s['method']:<22} {s['cases']:6d} {s['success_rate']:7.0%} {s['median_error_p95_mm']:12.2f} mm"
               f" {s['p95_error_p95_mm']:13.2f} mm {s['max_agreement_p95_mm']:12.2f} mm {s['median_seconds']:10.1f} s"

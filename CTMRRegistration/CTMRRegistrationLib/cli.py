@@ -156,7 +156,8 @@ def _print_summary(report: dict) -> None:
     for warning in report["warnings"]:
         print(f"warning: {warning}")
     print(f"status: {report['status']}  ({report['fixed_modality']} fixed, {report['moving_modality']} moving)")
-    print(f"time: {report['seconds']:.1f} s  " + "  ".join(f"{k} {v:.1f} s" for k, v in report["stage_seconds"].items()))
+    stages = "  ".join(f"{name} {seconds:.1f} s" for name, seconds in report["stage_seconds"].items())
+    print(f"time: {report['seconds']:.1f} s  {stages}")
     if "reference_agreement_mm" in report["metrics"]:
         agreement = report["metrics"]["reference_agreement_mm"]
         print(f"agreement with the reference rigid transform over the CT object: "

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from .imaging import index_to_physical_matrix
 from .geometry import transform_points
+from .imaging import index_to_physical_matrix
 
 MARGIN_MM = 15.0
 

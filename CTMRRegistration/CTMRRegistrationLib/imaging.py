@@ -13,7 +13,8 @@ def check_volume(image: sitk.Image, role: str) -> None:
     if image.GetDimension() != 3 or min(image.GetSize()) < 2:
         raise InputError(f"the {role} image is not 3-D (size {'x'.join(map(str, image.GetSize()))})")
     if image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(f"the {role} image has {image.GetNumberOfComponentsPerPixel()} components; give a scalar volume")
+        components = image.GetNumberOfComponentsPerPixel()
+        raise InputError(f"the {role} image has {components} components; give a scalar volume")
     array = sitk.GetArrayViewFromImage(image)
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise InputError(f"the {role} image contains NaN or infinite values")

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .elastix_parameters import ParameterMap, write_parameter_file
 from .elastix_executable import NO_OVERLAP_SIGNS, log_tail
+from .elastix_parameters import ParameterMap, write_parameter_file
 from .errors import NoOverlapError, RegistrationError
 
 

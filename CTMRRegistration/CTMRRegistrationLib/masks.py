@@ -31,21 +31,23 @@ def ct_body_mask(ct: sitk.Image, threshold_hu: float = -400.0, opening_mm: float
     return _clean(sitk.Cast(ct > threshold_hu, sitk.sitkUInt8), opening_mm, closing_mm=4.0)
 
 
-def padding_value(image: sitk.Image, share: float = 0.5) -> float | None:
-    """The value that fills more than `share` of the image's six faces (a constant border), if any."""
+def padding_values(image: sitk.Image, share: float = 0.5) -> list[float]:
+    """Values that fill more than `share` of one of the image's six faces: constant (black or grey)
+    borders left by resampling, cropping or the scanner."""
     array = sitk.GetArrayViewFromImage(image)
-    faces = np.concatenate([face.ravel() for face in (array[0], array[-1], array[:, 0], array[:, -1],
-                                                      array[:, :, 0], array[:, :, -1])])
-    values, counts = np.unique(faces, return_counts=True)
-    return float(values[counts.argmax()]) if counts.max() > share * faces.size else None
+    found = set()
+    for face in (array[0], array[-1], array[:, 0], array[:, -1], array[:, :, 0], array[:, :, -1]):
+        values, counts = np.unique(face, return_counts=True)
+        if counts.max() > share * face.size:
+            found.add(float(values[counts.argmax()]))
+    return sorted(found)
 
 
 def mr_foreground_mask(mr: sitk.Image, fraction: float = 0.15, opening_mm: float = 4.0) -> sitk.Image:
     """Voxels brighter than `fraction` of the robust maximum (99th percentile) above the background,
     without constant (black or grey) padding borders, isolated bright noise or interior holes."""
     array = sitk.GetArrayViewFromImage(mr)
-    padding = padding_value(mr)
-    valid = array != padding if padding is not None else np.ones(array.shape, bool)
+    valid = ~np.isin(array, padding_values(mr))
     low = array[valid].min() if valid.any() else array.min()
     signal = array[valid & (array > low)]
     high = np.percentile(signal, 99) if signal.size else array.max()

@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from scipy.spatial.transform import Rotation
-
 from CTMRRegistrationLib import resources
 from CTMRRegistrationLib.geometry import matrix_from_sitk, transform_points
 from CTMRRegistrationLib.masks import ct_body_mask
 from CTMRRegistrationLib.scene import create_headless_context
+from scipy.spatial.transform import Rotation
 
 
 @pytest.fixture

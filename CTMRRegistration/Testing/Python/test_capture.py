@@ -5,11 +5,11 @@ tens of millimetres off). Poses include 180 degrees about each axis, 90-degree c
 
 import numpy as np
 import pytest
-
-from CTMRRegistrationLib import RegistrationOptions, register_images
 from conftest import move_header, p95_distance, rigid_pose
+from CTMRRegistrationLib import RegistrationOptions, register_images
 
 OPTIONS = RegistrationOptions(threads=2)
+OFFSET_250_MM = 250.0 * np.array([0.6, -0.72, 0.35]) / np.linalg.norm([0.6, -0.72, 0.35])
 POSES = {
     "180 about x": ((180.0, 0.0, 0.0), (0.0, 0.0, 0.0)),
     "180 about y": ((0.0, 180.0, 0.0), (0.0, 0.0, 0.0)),
@@ -18,7 +18,7 @@ POSES = {
     "-90 x then 90 y": ((-90.0, 90.0, 0.0), (-40.0, 0.0, 25.0)),
     "90 y then -90 z": ((0.0, 90.0, -90.0), (0.0, 60.0, -20.0)),
     "oblique 135/-60/45": ((135.0, -60.0, 45.0), (35.0, 15.0, -50.0)),
-    "250 mm offset, 150 about y": ((30.0, 150.0, 0.0), tuple(250.0 * np.array([0.6, -0.72, 0.35]) / np.linalg.norm([0.6, -0.72, 0.35]))),
+    "250 mm offset, 150 about y": ((30.0, 150.0, 0.0), tuple(OFFSET_250_MM)),
 }
 
 

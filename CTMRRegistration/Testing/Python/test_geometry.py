@@ -5,8 +5,6 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import vtk
-from scipy.spatial.transform import Rotation
-
 from CTMRRegistrationLib.elastix_parameters import format_parameter_map, read_parameter_file
 from CTMRRegistrationLib.elastix_transforms import linear_transform_map, sitk_from_transform_map
 from CTMRRegistrationLib.geometry import (
@@ -22,6 +20,7 @@ from CTMRRegistrationLib.geometry import (
     vtk_matrix_from_numpy,
 )
 from CTMRRegistrationLib.resources import parameter_file
+from scipy.spatial.transform import Rotation
 
 TOLERANCE_MM = 1e-6
 FLIP = np.array([-1.0, -1.0, 1.0])
@@ -96,7 +95,8 @@ def test_transform_node_round_trip_and_direction(context, with_parent):
     resampling = np.eye(4)
     resampling[:3, :3] = Rotation.from_rotvec(rng.normal(size=3)).as_matrix() @ np.diag([1.1, 0.9, 1.05])
     resampling[:3, 3] = rng.normal(scale=40, size=3)
-    parent = linear_node(context, np.array([[1, 0, 0, 5], [0, 0, -1, 2], [0, 1, 0, -7], [0, 0, 0, 1.0]])) if with_parent else None
+    parent_matrix = np.array([[1, 0, 0, 5], [0, 0, -1, 2], [0, 1, 0, -7], [0, 0, 0, 1.0]])
+    parent = linear_node(context, parent_matrix) if with_parent else None
     node = context.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
     if parent is not None:
         node.SetAndObserveTransformNodeID(parent.GetID())

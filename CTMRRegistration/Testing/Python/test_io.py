@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from CTMRRegistrationLib import mrml_io
 from CTMRRegistrationLib.errors import InputError
 from CTMRRegistrationLib.geometry import (

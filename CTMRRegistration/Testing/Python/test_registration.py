@@ -8,9 +8,8 @@ Mattes-MI optimum of a deformed phantom, not ground truth)."""
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
-from CTMRRegistrationLib import RegistrationOptions, register_images
 from conftest import move_header, p95_distance, rigid_pose
+from CTMRRegistrationLib import RegistrationOptions, register_images
 
 OPTIONS = RegistrationOptions(threads=2)
 POSES = {
