@@ -1,6 +1,6 @@
 """CTMRRegistration library: CT-MR registration on MRML nodes and SimpleITK images, no Qt needed."""
 
-from .errors import CTMRError, InputError, NoOverlapError, RegistrationError
+from .errors import Cancelled, CTMRError, InputError, NoOverlapError, RegistrationError
 from .logic import RegistrationLogic
 from .pipeline import RegistrationOptions, RegistrationResult, register_images
 from .scene import MRMLContext, create_headless_context, default_context
@@ -8,6 +8,7 @@ from .scene import MRMLContext, create_headless_context, default_context
 __version__ = "0.1.0"
 
 __all__ = [
+    "Cancelled",
     "CTMRError",
     "InputError",
     "MRMLContext",

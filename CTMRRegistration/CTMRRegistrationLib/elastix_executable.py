@@ -13,16 +13,12 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from .elastix_parameters import ParameterMap, read_parameter_file, write_parameter_file
-from .errors import InputError, NoOverlapError, RegistrationError
+from .errors import Cancelled, InputError, NoOverlapError, RegistrationError
 
 ELASTIX_ENVIRONMENT_VARIABLE = "CTMR_ELASTIX"
 NO_OVERLAP_SIGNS = ("Too many samples map outside moving image buffer", "outside the moving image")
 _RESOLUTION = re.compile(r"^Resolution: (\d+)")
 _PARAMETER_FILE = re.compile(r"^Running elastix with parameter file (\d+)")
-
-
-class Cancelled(RegistrationError):
-    """The user cancelled the registration."""
 
 
 def find_elastix_executable(path: str | os.PathLike | None = None) -> Path | None:

@@ -7,8 +7,9 @@ from collections.abc import Callable
 
 import SimpleITK as sitk
 
-from .elastix_executable import Cancelled, find_elastix_executable, run_elastix_executable
+from .elastix_executable import find_elastix_executable, run_elastix_executable
 from .elastix_parameters import ParameterMap
+from .errors import Cancelled
 
 
 def run_elastix(

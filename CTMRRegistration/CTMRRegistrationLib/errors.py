@@ -13,5 +13,9 @@ class NoOverlapError(CTMRError):
     """The fixed and moving images do not share a region that registration could align."""
 
 
+class Cancelled(CTMRError):
+    """The user cancelled the registration."""
+
+
 class RegistrationError(CTMRError):
     """The registration engine failed; the message carries the cause and the tail of its log."""

@@ -21,7 +21,7 @@ from .common_region import common_region, crop_to_points
 from .elastix_parameters import read_parameter_file
 from .elastix_runner import run_elastix
 from .elastix_transforms import compose_linear, linear_transform_map, sitk_from_transform_map
-from .errors import InputError, NoOverlapError
+from .errors import Cancelled, InputError, NoOverlapError
 from .geometry import matrix_from_sitk, sitk_from_matrix, transform_points
 from .imaging import check_volume, guess_modality, physical_corners, shrink_to_spacing
 from .masks import foreground_mask
@@ -163,12 +163,15 @@ def register_images(
 
 
 class _StageClock:
-    """Times named stages into a dict and reports each start to the progress callback."""
+    """Times named stages into a dict, reports each start to the progress callback and stops there
+    when the user has cancelled."""
 
-    def __init__(self, seconds: dict, progress: ProgressCallback | None):
-        self.seconds, self.progress = seconds, progress
+    def __init__(self, seconds: dict, progress: ProgressCallback | None, cancelled: Callable[[], bool] | None):
+        self.seconds, self.progress, self.cancelled = seconds, progress, cancelled
 
     def start(self, name: str, fraction: float, message: str) -> None:
+        if self.cancelled is not None and self.cancelled():
+            raise Cancelled("registration cancelled")
         self.name, self.clock = name, time.perf_counter()
         _report(self.progress, fraction, message)
 
@@ -186,7 +189,7 @@ def _register_prepared(fixed, moving, modalities, options, progress) -> Registra
     The pose search reads edges, mask overlap and intensity statistics that a bias field barely moves, and
     it was found more decisive on the uncorrected MR; N4 serves the intensity-based elastix stage."""
     result = RegistrationResult(sitk.Transform(), sitk.Transform(), *modalities)
-    clock = _StageClock(result.stage_seconds, progress)
+    clock = _StageClock(result.stage_seconds, progress, options.cancelled)
 
     clock.start("masks", 0.02, "masking CT table, air and MR background")
     fixed_mask, moving_mask = foreground_mask(fixed, modalities[0]), foreground_mask(moving, modalities[1])

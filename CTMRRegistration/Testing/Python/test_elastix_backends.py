@@ -5,11 +5,11 @@ import shutil
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from CTMRRegistrationLib.elastix_executable import Cancelled, find_elastix_executable
+from CTMRRegistrationLib.elastix_executable import find_elastix_executable
 from CTMRRegistrationLib.elastix_parameters import read_parameter_file
 from CTMRRegistrationLib.elastix_runner import run_elastix
 from CTMRRegistrationLib.elastix_transforms import sitk_from_transform_map
-from CTMRRegistrationLib.errors import InputError
+from CTMRRegistrationLib.errors import Cancelled, InputError
 from CTMRRegistrationLib.geometry import matrix_from_sitk
 from CTMRRegistrationLib.resources import parameter_file
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from conftest import move_header, p95_distance, rigid_pose
-from CTMRRegistrationLib import RegistrationOptions, register_images
+from CTMRRegistrationLib import Cancelled, RegistrationOptions, register_images
 
 OPTIONS = RegistrationOptions(threads=2)
 POSES = {
@@ -71,3 +71,11 @@ def test_mirrored_moving_image_is_flagged_not_registered(sample_ct, sample_mr):
     assert result.status == "mirrored"
     assert any("appears mirrored" in warning for warning in result.warnings)
     assert "rigid" not in result.stage_seconds
+
+
+def test_cancel_stops_before_the_next_stage(sample_ct, sample_mr):
+    stages = []
+    options = RegistrationOptions(threads=2, cancelled=lambda: len(stages) >= 2)
+    with pytest.raises(Cancelled):
+        register_images(sample_ct, sample_mr, options, progress=lambda fraction, message: stages.append(message))
+    assert not any("elastix" in message for message in stages)
