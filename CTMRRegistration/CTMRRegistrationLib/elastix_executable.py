@@ -12,6 +12,7 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
+from .elastix_job import ElastixJob
 from .elastix_parameters import ParameterMap, read_parameter_file, write_parameter_file
 from .errors import Cancelled, InputError, NoOverlapError, RegistrationError
 
@@ -54,31 +55,27 @@ def _stage_progress(line: str, maps: int, resolutions: list[int], state: dict) -
 
 def run_elastix_executable(
     executable: Path,
-    fixed: sitk.Image,
-    moving: sitk.Image,
-    parameter_maps: list[ParameterMap],
-    initial_transform_map: ParameterMap | None = None,
-    fixed_mask: sitk.Image | None = None,
-    moving_mask: sitk.Image | None = None,
-    threads: int | None = None,
+    job: ElastixJob,
     progress: Callable[[float], None] | None = None,
     cancelled: Callable[[], bool] | None = None,
 ) -> list[ParameterMap]:
-    """Register `moving` to `fixed` with one elastix process; returns its TransformParameters maps."""
+    """Run `job` in one elastix process; returns its TransformParameters maps, one per parameter map."""
+    parameter_maps = job.parameter_maps
     with tempfile.TemporaryDirectory(prefix="ctmr-elastix-") as workdir:
         workdir = Path(workdir)
         command = [str(executable), "-out", str(workdir)]
-        for flag, image in (("-f", fixed), ("-m", moving), ("-fMask", fixed_mask), ("-mMask", moving_mask)):
+        images = (("-f", job.fixed), ("-m", job.moving), ("-fMask", job.fixed_mask), ("-mMask", job.moving_mask))
+        for flag, image in images:
             if image is not None:
                 path = workdir / f"{flag[1:]}.mha"
                 sitk.WriteImage(image, str(path))
                 command += [flag, str(path)]
         for index, parameters in enumerate(parameter_maps):
             command += ["-p", str(write_parameter_file(parameters, workdir / f"Parameters.{index}.txt"))]
-        if initial_transform_map is not None:
-            command += ["-t0", str(write_parameter_file(initial_transform_map, workdir / "InitialTransform.txt"))]
-        if threads:
-            command += ["-threads", str(int(threads))]
+        if job.initial_transform_map is not None:
+            command += ["-t0", str(write_parameter_file(job.initial_transform_map, workdir / "InitialTransform.txt"))]
+        if job.threads:
+            command += ["-threads", str(int(job.threads))]
         output = _run(command, parameter_maps, progress, cancelled)
         results = [workdir / f"TransformParameters.{i}.txt" for i in range(len(parameter_maps))]
         if not all(path.exists() for path in results):

@@ -9,6 +9,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .elastix_executable import NO_OVERLAP_SIGNS, log_tail
+from .elastix_job import ElastixJob
 from .elastix_parameters import ParameterMap, write_parameter_file
 from .errors import NoOverlapError, RegistrationError
 
@@ -29,36 +30,28 @@ def _log_tail(directory: Path) -> str:
     return log_tail(logs[-1].read_text(errors="replace")) if logs else ""
 
 
-def run_itk_elastix(
-    fixed: sitk.Image,
-    moving: sitk.Image,
-    parameter_maps: list[ParameterMap],
-    initial_transform_map: ParameterMap | None = None,
-    fixed_mask: sitk.Image | None = None,
-    moving_mask: sitk.Image | None = None,
-    threads: int | None = None,
-) -> list[ParameterMap]:
-    """Register `moving` to `fixed`; returns elastix's TransformParameters maps, one per map given."""
+def run_itk_elastix(job: ElastixJob) -> list[ParameterMap]:
+    """Run `job`; returns elastix's TransformParameters maps, one per parameter map given."""
     import itk
 
     with tempfile.TemporaryDirectory(prefix="ctmr-elastix-") as workdir:
         workdir = Path(workdir)
         parameter_object = itk.ParameterObject.New()
-        for parameters in parameter_maps:
+        for parameters in job.parameter_maps:
             parameter_object.AddParameterMap(parameters)
         method = itk.ElastixRegistrationMethod[itk.Image[itk.F, 3], itk.Image[itk.F, 3]].New()
-        method.SetFixedImage(_itk_image(fixed, np.float32))
-        method.SetMovingImage(_itk_image(moving, np.float32))
+        method.SetFixedImage(_itk_image(job.fixed, np.float32))
+        method.SetMovingImage(_itk_image(job.moving, np.float32))
         method.SetParameterObject(parameter_object)
-        if initial_transform_map is not None:
-            initial_path = write_parameter_file(initial_transform_map, workdir / "InitialTransform.txt")
+        if job.initial_transform_map is not None:
+            initial_path = write_parameter_file(job.initial_transform_map, workdir / "InitialTransform.txt")
             method.SetInitialTransformParameterFileName(str(initial_path))
-        if fixed_mask is not None:
-            method.SetFixedMask(_itk_image(fixed_mask, np.uint8))
-        if moving_mask is not None:
-            method.SetMovingMask(_itk_image(moving_mask, np.uint8))
-        if threads:
-            method.SetNumberOfThreads(int(threads))
+        if job.fixed_mask is not None:
+            method.SetFixedMask(_itk_image(job.fixed_mask, np.uint8))
+        if job.moving_mask is not None:
+            method.SetMovingMask(_itk_image(job.moving_mask, np.uint8))
+        if job.threads:
+            method.SetNumberOfThreads(int(job.threads))
         method.SetOutputDirectory(str(workdir))
         method.SetLogToConsole(False)
         method.SetLogToFile(True)

@@ -18,6 +18,7 @@ import SimpleITK as sitk
 from . import initialization
 from .bias_field import correct_bias_field
 from .common_region import common_region, crop_to_points
+from .elastix_job import ElastixJob
 from .elastix_parameters import read_parameter_file
 from .elastix_runner import run_elastix
 from .elastix_transforms import compose_linear, linear_transform_map, sitk_from_transform_map
@@ -220,13 +221,16 @@ def _register_prepared(fixed, moving, modalities, options, progress) -> Registra
     clock.stop()
 
     clock.start("rigid", 0.55, "rigid registration (elastix)")
-    maps = run_elastix(
+    job = ElastixJob(
         fixed, moving,
         [read_parameter_file(options.rigid_parameter_file or parameter_file("Rigid"))],
         initial_transform_map=linear_transform_map(initial, fixed),
         fixed_mask=fixed_mask if options.use_masks else None,
         moving_mask=moving_mask if options.use_masks else None,
         threads=options.threads,
+    )
+    maps = run_elastix(
+        job,
         executable=options.elastix_executable,
         progress=lambda fraction: _report(progress, 0.55 + 0.4 * fraction, "rigid registration (elastix)"),
         cancelled=options.cancelled,

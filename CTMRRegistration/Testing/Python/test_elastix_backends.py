@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from CTMRRegistrationLib.elastix_executable import find_elastix_executable
+from CTMRRegistrationLib.elastix_job import ElastixJob
 from CTMRRegistrationLib.elastix_parameters import read_parameter_file
 from CTMRRegistrationLib.elastix_runner import run_elastix
 from CTMRRegistrationLib.elastix_transforms import sitk_from_transform_map
@@ -28,6 +29,11 @@ def blob(shift_mm=(0.0, 0.0, 0.0)) -> sitk.Image:
     return image
 
 
+def shift_job() -> ElastixJob:
+    """The blob registered to itself shifted by (6, -4, 3) mm with the rigid preset."""
+    return ElastixJob(blob(), blob((6.0, -4.0, 3.0)), [read_parameter_file(parameter_file("Rigid"))], threads=2)
+
+
 def test_missing_executable_path_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="no elastix executable"):
         find_elastix_executable(tmp_path / "nowhere" / "elastix")
@@ -36,8 +42,7 @@ def test_missing_executable_path_is_a_clear_error(tmp_path):
 @needs_executable
 def test_executable_recovers_a_shift_and_reports_progress():
     fractions = []
-    maps = run_elastix(blob(), blob((6.0, -4.0, 3.0)), [read_parameter_file(parameter_file("Rigid"))],
-                       progress=fractions.append, threads=2)
+    maps = run_elastix(shift_job(), progress=fractions.append)
     translation = matrix_from_sitk(sitk_from_transform_map(maps[0]))[:3, 3]
     np.testing.assert_allclose(translation, [6.0, -4.0, 3.0], atol=0.5)
     assert fractions == sorted(fractions) and len(fractions) >= 2
@@ -46,5 +51,11 @@ def test_executable_recovers_a_shift_and_reports_progress():
 @needs_executable
 def test_cancel_stops_elastix():
     with pytest.raises(Cancelled):
-        run_elastix(blob(), blob((6.0, -4.0, 3.0)), [read_parameter_file(parameter_file("Rigid"))],
-                    cancelled=lambda: True)
+        run_elastix(shift_job(), cancelled=lambda: True)
+
+
+def test_itk_elastix_wheel_recovers_the_same_shift():
+    from CTMRRegistrationLib.itk_elastix_backend import run_itk_elastix
+
+    translation = matrix_from_sitk(sitk_from_transform_map(run_itk_elastix(shift_job())[0]))[:3, 3]
+    np.testing.assert_allclose(translation, [6.0, -4.0, 3.0], atol=0.5)
