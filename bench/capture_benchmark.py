@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from CTMRRegistrationLib.elastix_executable import find_elastix_executable
+from CTMRRegistrationLib.elastix_runner import find_elastix_executable
 from CTMRRegistrationLib.elastix_parameters import read_parameter_file
 from CTMRRegistrationLib.elastix_transforms import sitk_from_transform_map
 from CTMRRegistrationLib.geometry import matrix_from_sitk, transform_points
@@ -92,7 +92,7 @@ def run_generic_rigid(fixed: Path, moving: Path, work: Path, threads: int) -> Ru
     out.mkdir(exist_ok=True)
     result = out / "TransformParameters.0.txt"
     result.unlink(missing_ok=True)
-    command = [str(executable), "-f", str(fixed), "-m", str(moving), "-p", str(HERE / "generic_rigid_peer.txt"),
+    command = [str(executable.path), "-f", str(fixed), "-m", str(moving), "-p", str(HERE / "generic_rigid_peer.txt"),
                "-out", str(out), "-threads", str(threads)]
     seconds, memory, _ = timed(command)
     if not result.exists():

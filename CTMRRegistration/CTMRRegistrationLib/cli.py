@@ -1,11 +1,13 @@
 """`ctmr-register`: register one CT/MR pair from files, or run the demo on the bundled pair.
 
     ctmr-register --fixed FIXED --moving MOVING --output-transform OUT.(h5|tfm) [--output-volume OUT.nrrd]
-                  [--json] [--threads N]
+                  [--stages rigid|rigid,affine|rigid,affine,deformable] [--backend auto|elastix|itk-elastix]
+                  [--preset FILE ...] [--json] [--threads N]
     ctmr-register --demo [--output-dir DIR]
 
 OUT maps FIXED physical points (LPS) to MOVING physical points: the resampling transform of elastix and
-SimpleITK. Loaded in Slicer and applied to MOVING, it aligns MOVING to FIXED.
+SimpleITK (with a deformable stage, a composite: linear part, then B-spline). Loaded in Slicer and applied
+to MOVING, it aligns MOVING to FIXED.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from .errors import CTMRError, InputError
 from .geometry import add_volume_from_sitk, matrix_from_sitk, sitk_from_volume, transform_points
 from .logic import RegistrationLogic
 from .overlay import write_overlay_png
-from .pipeline import INITIALIZATIONS, RegistrationResult
+from .elastix_export import write_elastix_transform
+from .elastix_runner import BACKENDS
+from .pipeline import INITIALIZATIONS, RegistrationResult, preset_stage
 from .scene import create_headless_context
 
 TRANSFORM_SUFFIXES = (".h5", ".tfm", ".txt")
@@ -38,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--moving", type=Path, help="moving volume")
     parser.add_argument("--output-transform", type=Path, help="ITK transform file, fixed->moving LPS (.h5, .tfm)")
     parser.add_argument("--output-volume", type=Path, help="moving volume resampled on the fixed grid")
+    parser.add_argument("--output-inverse-transform", type=Path,
+                        help="moving->fixed transform file (deformable: a grid transform on the moving 2 mm grid)")
+    parser.add_argument("--output-elastix-transform", type=Path,
+                        help="the result as elastix TransformParameters file(s) for transformix (FIXED's grid)")
+    parser.add_argument("--grid-transform", action="store_true",
+                        help="store a deformable result as a displacement field instead of a B-spline")
     parser.add_argument("--overlay", type=Path, help="PNG overlay before/after (magenta fixed, green moving)")
     parser.add_argument("--json", action="store_true", help="print one JSON object with the result to stdout")
     parser.add_argument("--threads", type=int, default=None, help="threads for elastix and ITK (default: all)")
@@ -46,7 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-masks", action="store_true", help="do not restrict elastix to foreground masks")
     parser.add_argument("--accept-mirror", action="store_true",
                         help="register even when the moving image looks mirrored (the result then reflects)")
-    parser.add_argument("--preset", type=Path, help="elastix parameter file for the rigid stage")
+    parser.add_argument("--stages", default="rigid", help="elastix stages in order: rigid, rigid,affine or "
+                        "rigid,affine,deformable (default: rigid)")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="elastix executable, the itk-elastix wheel, or auto: an executable when one is found")
+    parser.add_argument("--preset", type=Path, action="append", default=[],
+                        help="elastix parameter file replacing the bundled one of the stage its Transform names "
+                        "(Euler/Similarity: rigid, Affine: affine, BSpline: deformable); repeat for several")
     parser.add_argument("--bias-correction", choices=("auto", "on", "off"), default="auto",
                         help="N4 bias-field correction of the image(s) registered: auto = MR images only")
     parser.add_argument("--fixed-modality", choices=("CT", "MR"), help="override the detected modality")
@@ -60,8 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _progress(fraction: float, message: str) -> None:
-    print(f"[{fraction:4.0%}] {message}", file=sys.stderr, flush=True)
+class _ProgressPrinter:
+    """Prints progress to stderr when the stage changes or every 5 %, not at every elastix iteration."""
+
+    def __init__(self):
+        self.last = (-1.0, "")
+
+    def __call__(self, fraction: float, message: str) -> None:
+        if message != self.last[1] or fraction - self.last[0] >= 0.05:
+            self.last = (fraction, message)
+            print(f"[{fraction:4.0%}] {message}", file=sys.stderr, flush=True)
 
 
 def _check_arguments(args, parser) -> None:
@@ -72,8 +96,23 @@ def _check_arguments(args, parser) -> None:
         parser.error("missing " + ", ".join("--" + m.replace("_", "-") for m in missing) + " (or use --demo)")
     if not args.output_transform.name.lower().endswith(TRANSFORM_SUFFIXES):
         raise InputError(f"--output-transform must end in {', '.join(TRANSFORM_SUFFIXES)}")
+    for option in ("output_inverse_transform",):
+        path = getattr(args, option)
+        if path is not None and not path.name.lower().endswith(TRANSFORM_SUFFIXES):
+            raise InputError(f"--{option.replace('_', '-')} must end in {', '.join(TRANSFORM_SUFFIXES)}")
     if args.threads is not None and args.threads < 1:
         raise InputError("--threads must be at least 1")
+
+
+def _presets(paths: list[Path]) -> dict[str, Path]:
+    """--preset files keyed by the stage their Transform names."""
+    presets: dict[str, Path] = {}
+    for path in paths:
+        stage = preset_stage(path)
+        if stage in presets:
+            raise InputError(f"two presets for the {stage} stage: {presets[stage].name} and {path.name}")
+        presets[stage] = path
+    return presets
 
 
 def register_files(args) -> tuple[RegistrationResult, dict]:
@@ -81,10 +120,16 @@ def register_files(args) -> tuple[RegistrationResult, dict]:
     context = create_headless_context()
     fixed_node = mrml_io.load_volume(context, args.fixed)
     moving_node = mrml_io.load_volume(context, args.moving)
-    result = RegistrationLogic(context).register(
-        fixed_node, moving_node, progress=_progress, apply_to_moving=False, add_mask_nodes=bool(args.output_masks),
+    logic = RegistrationLogic(context)
+    resampled_node = None
+    if args.output_volume:
+        resampled_node = context.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", f"{moving_node.GetName()} resampled")
+    result = logic.register(
+        fixed_node, moving_node, progress=_ProgressPrinter(), apply_to_moving=False, add_mask_nodes=bool(args.output_masks),
+        output_volume_node=resampled_node, grid_transform=args.grid_transform,
         initialization=args.init, use_masks=not args.no_masks, accept_mirror=args.accept_mirror,
-        rigid_parameter_file=args.preset, threads=args.threads, elastix_executable=args.elastix,
+        stages=tuple(s.strip() for s in args.stages.split(",") if s.strip()), presets=_presets(args.preset),
+        backend=args.backend, elastix_executable=args.elastix, threads=args.threads,
         bias_correction={"auto": None, "on": True, "off": False}[args.bias_correction],
         fixed_modality=args.fixed_modality, moving_modality=args.moving_modality,
     )
@@ -94,12 +139,16 @@ def register_files(args) -> tuple[RegistrationResult, dict]:
     if result.status != "ok":
         return result, outputs
     outputs["transform"] = str(mrml_io.save_node(context, result.transform_node, args.output_transform))
+    if args.output_inverse_transform:
+        reference = add_volume_from_sitk(context, result.moving_mask, "inverse grid") if result.deformable else None
+        inverse = logic.inverse_transform_node(result.transform_node, reference)
+        outputs["inverse_transform"] = str(mrml_io.save_node(context, inverse, args.output_inverse_transform))
     fixed, moving = sitk_from_volume(fixed_node), sitk_from_volume(moving_node)
-    if args.output_volume:
-        resampled = sitk.Resample(moving, fixed, result.transform, sitk.sitkLinear,
-                                  float(sitk.GetArrayViewFromImage(moving).min()))
-        node = add_volume_from_sitk(context, resampled, f"{moving_node.GetName()} resampled")
-        outputs["volume"] = str(mrml_io.save_node(context, node, args.output_volume))
+    if args.output_elastix_transform:
+        written = write_elastix_transform(result.transform, fixed, args.output_elastix_transform)
+        outputs["elastix_transform"] = str(written[-1])
+    if resampled_node is not None:
+        outputs["volume"] = str(mrml_io.save_node(context, resampled_node, args.output_volume))
     if args.overlay:
         rows = {"before": result.initial_transform if args.init == "none" else sitk.Transform(),
                 "after": result.transform}

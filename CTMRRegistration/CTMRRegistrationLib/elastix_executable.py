@@ -3,105 +3,124 @@
 from __future__ import annotations
 
 import os
-import re
-import shutil
+import queue
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import SimpleITK as sitk
 
 from .elastix_job import ElastixJob
 from .elastix_parameters import ParameterMap, read_parameter_file, write_parameter_file
+from .elastix_progress import ElastixProgress
 from .errors import Cancelled, InputError, NoOverlapError, RegistrationError
 
-ELASTIX_ENVIRONMENT_VARIABLE = "CTMR_ELASTIX"
 NO_OVERLAP_SIGNS = ("Too many samples map outside moving image buffer", "outside the moving image")
-_RESOLUTION = re.compile(r"^Resolution: (\d+)")
-_PARAMETER_FILE = re.compile(r"^Running elastix with parameter file (\d+)")
+CANCEL_POLL_SECONDS = 0.1
+EXE_SUFFIX = ".exe" if os.name == "nt" else ""
 
 
-def find_elastix_executable(path: str | os.PathLike | None = None) -> Path | None:
-    """`path` when given (a file or the folder holding it), else $CTMR_ELASTIX, else `elastix` on PATH."""
-    candidate = path or os.environ.get(ELASTIX_ENVIRONMENT_VARIABLE)
-    if candidate:
-        candidate = Path(candidate)
-        if candidate.is_dir():
-            candidate = candidate / ("elastix.exe" if os.name == "nt" else "elastix")
-        if not (candidate.is_file() and os.access(candidate, os.X_OK)):
-            raise InputError(f"no elastix executable at {candidate}")
-        return candidate
-    found = shutil.which("elastix")
-    return Path(found) if found else None
+@dataclass(frozen=True)
+class ElastixExecutable:
+    """An elastix binary, the environment it needs (SlicerElastix sets library paths) and where it came from."""
+
+    path: Path
+    environment: dict | None = field(default=None, compare=False)
+    origin: str = "PATH"
+
+    def __str__(self) -> str:
+        return f"elastix {self.path} ({self.origin})"
+
+    @property
+    def transformix(self) -> Path:
+        return self.path.with_name(f"transformix{EXE_SUFFIX}")
+
+
+def executable_at(path: str | os.PathLike, origin: str = "--elastix") -> ElastixExecutable:
+    """The elastix at `path` (the binary or its folder); InputError when there is none."""
+    candidate = Path(path)
+    if candidate.is_dir():
+        candidate = candidate / f"elastix{EXE_SUFFIX}"
+    if not (candidate.is_file() and os.access(candidate, os.X_OK)):
+        raise InputError(f"no elastix executable at {candidate} (given by {origin})")
+    return ElastixExecutable(candidate, origin=origin)
 
 
 def log_tail(text: str, lines: int = 15) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _stage_progress(line: str, maps: int, resolutions: list[int], state: dict) -> float | None:
-    """Fraction done when `line` starts a parameter map or a resolution, else None."""
-    started = _PARAMETER_FILE.match(line)
-    if started:
-        state["map"] = int(started.group(1))
-        return state["map"] / maps
-    level = _RESOLUTION.match(line)
-    if level:
-        current = state.get("map", 0)
-        return (current + int(level.group(1)) / max(resolutions[current], 1)) / maps
-    return None
+def _write_inputs(job: ElastixJob, workdir: Path) -> list[str]:
+    """Write the job's images and parameter files; the elastix arguments that name them."""
+    arguments = ["-out", str(workdir)]
+    images = (("-f", job.fixed), ("-m", job.moving), ("-fMask", job.fixed_mask), ("-mMask", job.moving_mask))
+    for flag, image in images:
+        if image is not None:
+            path = workdir / f"{flag[1:]}.mha"
+            sitk.WriteImage(image, str(path))
+            arguments += [flag, str(path)]
+    for index, parameters in enumerate(job.parameter_maps):
+        arguments += ["-p", str(write_parameter_file(parameters, workdir / f"Parameters.{index}.txt"))]
+    if job.initial_transform_map is not None:
+        arguments += ["-t0", str(write_parameter_file(job.initial_transform_map, workdir / "InitialTransform.txt"))]
+    if job.threads:
+        arguments += ["-threads", str(int(job.threads))]
+    return arguments
 
 
 def run_elastix_executable(
-    executable: Path,
+    executable: ElastixExecutable,
     job: ElastixJob,
     progress: Callable[[float], None] | None = None,
     cancelled: Callable[[], bool] | None = None,
 ) -> list[ParameterMap]:
     """Run `job` in one elastix process; returns its TransformParameters maps, one per parameter map."""
-    parameter_maps = job.parameter_maps
     with tempfile.TemporaryDirectory(prefix="ctmr-elastix-") as workdir:
         workdir = Path(workdir)
-        command = [str(executable), "-out", str(workdir)]
-        images = (("-f", job.fixed), ("-m", job.moving), ("-fMask", job.fixed_mask), ("-mMask", job.moving_mask))
-        for flag, image in images:
-            if image is not None:
-                path = workdir / f"{flag[1:]}.mha"
-                sitk.WriteImage(image, str(path))
-                command += [flag, str(path)]
-        for index, parameters in enumerate(parameter_maps):
-            command += ["-p", str(write_parameter_file(parameters, workdir / f"Parameters.{index}.txt"))]
-        if job.initial_transform_map is not None:
-            command += ["-t0", str(write_parameter_file(job.initial_transform_map, workdir / "InitialTransform.txt"))]
-        if job.threads:
-            command += ["-threads", str(int(job.threads))]
-        output = _run(command, parameter_maps, progress, cancelled)
-        results = [workdir / f"TransformParameters.{i}.txt" for i in range(len(parameter_maps))]
+        command = [str(executable.path)] + _write_inputs(job, workdir)
+        output = _run(command, executable.environment, ElastixProgress(job.parameter_maps), progress, cancelled)
+        results = [workdir / f"TransformParameters.{i}.txt" for i in range(len(job.parameter_maps))]
         if not all(path.exists() for path in results):
             log = workdir / "elastix.log"
             text = log.read_text(errors="replace") if log.exists() else output
             if any(sign in text for sign in NO_OVERLAP_SIGNS):
-                raise NoOverlapError("the images do not overlap after initialisation")
+                raise NoOverlapError(f"the images do not overlap after initialisation\n{log_tail(text)}")
             raise RegistrationError(f"elastix failed:\n{log_tail(text)}")
         return [read_parameter_file(path, required=("Transform",)) for path in results]
 
 
-def _run(command, parameter_maps, progress, cancelled) -> str:
-    """Run elastix, reporting progress per resolution and killing it when `cancelled()` turns true."""
-    resolutions = [int(p.get("NumberOfResolutions", ["1"])[0]) for p in parameter_maps]
-    state: dict = {}
-    lines: list[str] = []
+def _read_lines(stream, lines: queue.Queue) -> None:
+    for line in stream:
+        lines.put(line)
+    lines.put(None)
+
+
+def _run(command, environment, tracker: ElastixProgress, progress, cancelled) -> str:
+    """Run elastix, reporting progress; kill it within CANCEL_POLL_SECONDS of `cancelled()` turning true.
+
+    Output is read on a thread so that a cancel is seen even while elastix prints nothing."""
+    lines: queue.Queue = queue.Queue()
+    seen: list[str] = []
     with subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", env=environment
     ) as process:
-        for line in process.stdout:
-            lines.append(line)
+        reader = threading.Thread(target=_read_lines, args=(process.stdout, lines), daemon=True)
+        reader.start()
+        while True:
             if cancelled is not None and cancelled():
                 process.kill()
                 raise Cancelled("registration cancelled")
-            fraction = _stage_progress(line, len(parameter_maps), resolutions, state)
-            if fraction is not None and progress is not None and fraction > state.get("reported", -1.0):
-                state["reported"] = fraction
+            try:
+                line = lines.get(timeout=CANCEL_POLL_SECONDS)
+            except queue.Empty:
+                continue
+            if line is None:
+                break
+            seen.append(line)
+            fraction = tracker.update(line)
+            if fraction is not None and progress is not None:
                 progress(fraction)
-    return "".join(lines[-200:])
+    return "".join(seen[-200:])

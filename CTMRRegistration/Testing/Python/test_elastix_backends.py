@@ -5,7 +5,7 @@ import shutil
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from CTMRRegistrationLib.elastix_executable import find_elastix_executable
+from CTMRRegistrationLib.elastix_runner import find_elastix_executable
 from CTMRRegistrationLib.elastix_job import ElastixJob
 from CTMRRegistrationLib.elastix_parameters import read_parameter_file
 from CTMRRegistrationLib.elastix_runner import run_elastix
