@@ -1,6 +1,8 @@
 """The elastix backends: executable discovery, clear errors, progress and cancel."""
 
 import shutil
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -8,6 +10,7 @@ import SimpleITK as sitk
 from CTMRRegistrationLib.elastix_runner import find_elastix_executable
 from CTMRRegistrationLib.elastix_job import ElastixJob
 from CTMRRegistrationLib.elastix_parameters import read_parameter_file
+from CTMRRegistrationLib.elastix_progress import ElastixProgress
 from CTMRRegistrationLib.elastix_runner import run_elastix
 from CTMRRegistrationLib.elastix_transforms import sitk_from_transform_map
 from CTMRRegistrationLib.errors import Cancelled, InputError
@@ -59,3 +62,23 @@ def test_itk_elastix_wheel_recovers_the_same_shift():
 
     translation = matrix_from_sitk(sitk_from_transform_map(run_itk_elastix(shift_job())[0]))[:3, 3]
     np.testing.assert_allclose(translation, [6.0, -4.0, 3.0], atol=0.5)
+
+
+@needs_executable
+def test_cancel_kills_a_running_elastix_within_two_seconds():
+    job = ElastixJob(blob(), blob((6.0, -4.0, 3.0)), [read_parameter_file(parameter_file("Deformable"))], threads=1)
+    requested = []
+    timer = threading.Timer(1.0, lambda: requested.append(time.monotonic()))
+    timer.start()
+    with pytest.raises(Cancelled):
+        run_elastix(job, "elastix", cancelled=lambda: bool(requested))
+    assert time.monotonic() - requested[0] < 2.0
+
+
+def test_progress_follows_maps_resolutions_and_iterations():
+    rigid = read_parameter_file(parameter_file("Rigid"))  # 2 resolutions, 200 and 300 iterations
+    tracker = ElastixProgress([rigid, rigid])
+    lines = ["Running elastix with parameter file 0: \"a\".", "Resolution: 0", "99\t-0.5", "Resolution: 1",
+             "299\t-0.6", "Running elastix with parameter file 1: \"b\".", "Resolution: 1", "149\t-0.7", "noise"]
+    fractions = [tracker.update(line) for line in lines]
+    assert fractions == [None, None, 0.125, 0.25, 0.5, None, 0.75, 0.875, None]

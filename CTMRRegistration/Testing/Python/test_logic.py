@@ -2,8 +2,9 @@
 
 import numpy as np
 import SimpleITK as sitk
-from conftest import p95_distance
-from CTMRRegistrationLib import RegistrationLogic
+import pytest
+from conftest import move_header, p95_distance, rigid_pose
+from CTMRRegistrationLib import Cancelled, RegistrationLogic
 from CTMRRegistrationLib.geometry import add_volume_from_sitk, sitk_from_volume
 from CTMRRegistrationLib.imaging import guess_modality
 from vtk.util.numpy_support import vtk_to_numpy
@@ -18,12 +19,19 @@ def test_register_nodes_adds_masks_and_leaves_the_mr_untouched(context, sample_c
     ct_node = add_volume_from_sitk(context, sample_ct, "CT")
     mr_node = add_volume_from_sitk(context, sample_mr, "MR")
     mr_before = voxels(mr_node)
-    result = RegistrationLogic(context).register(ct_node, mr_node, add_mask_nodes=True, threads=2)
+    resampled = context.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "MR resampled")
+    result = RegistrationLogic(context).register(ct_node, mr_node, add_mask_nodes=True, threads=2,
+                                                 output_volume_node=resampled)
 
     assert result.status == "ok"
     assert result.stage_seconds.get("bias_correction_moving", 0) > 0
     np.testing.assert_array_equal(voxels(mr_node), mr_before)
     assert mr_node.GetParentTransformNode() is result.transform_node
+    assert result.transform_node.IsA("vtkMRMLLinearTransformNode")
+    assert result.transform_node.GetNodeReference("spatialRegistrationFixed") is ct_node
+    assert result.transform_node.GetNodeReference("spatialRegistrationMoving") is mr_node
+    assert resampled.GetImageData().GetDimensions() == ct_node.GetImageData().GetDimensions()
+    np.testing.assert_allclose(sitk_from_volume(resampled).GetOrigin(), sample_ct.GetOrigin(), atol=1e-6)
     assert p95_distance(result.matrix, reference_ct_to_mr, ct_object_points) < 5.0
 
     for role, node in result.mask_nodes.items():
@@ -45,3 +53,29 @@ def test_dicom_modality_tag_wins_over_intensities(sample_mr):
     assert guess_modality(tagged) == "MR"
     tagged.SetMetaData("0008|0060", "CT ")
     assert guess_modality(tagged) == "CT"
+
+
+def test_harden_changes_the_header_only(context, sample_ct, sample_mr):
+    ct_node = add_volume_from_sitk(context, sample_ct, "CT")
+    mr_node = add_volume_from_sitk(context, moved := move_header(sample_mr, rigid_pose((0, 0, 4), (6, -3, 2))), "MR")
+    before = voxels(mr_node)
+    result = RegistrationLogic(context).register(ct_node, mr_node, harden=True, initialization="none", threads=2,
+                                                 bias_correction=False)
+    assert mr_node.GetParentTransformNode() is None
+    np.testing.assert_array_equal(voxels(mr_node), before)
+    hardened = sitk_from_volume(mr_node)
+    corner = np.asarray(moved.GetOrigin())
+    expected = np.linalg.inv(result.matrix) @ np.append(corner, 1.0)
+    np.testing.assert_allclose(hardened.GetOrigin(), expected[:3], atol=1e-4)
+
+
+def test_cancel_leaves_the_scene_unchanged(context, sample_ct, sample_mr):
+    ct_node = add_volume_from_sitk(context, sample_ct, "CT")
+    mr_node = add_volume_from_sitk(context, sample_mr, "MR")
+    nodes = context.scene.GetNumberOfNodes()
+    calls = []
+    with pytest.raises(Cancelled):
+        RegistrationLogic(context).register(ct_node, mr_node, add_mask_nodes=True, threads=2,
+                                            cancelled=lambda: calls.append(1) or len(calls) > 2)
+    assert context.scene.GetNumberOfNodes() == nodes
+    assert mr_node.GetParentTransformNode() is None
