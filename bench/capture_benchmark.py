@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from CTMRRegistrationLib.elastix_runner import find_elastix_executable
 from CTMRRegistrationLib.elastix_parameters import read_parameter_file
+from CTMRRegistrationLib.elastix_runner import find_elastix_executable
 from CTMRRegistrationLib.elastix_transforms import sitk_from_transform_map
 from CTMRRegistrationLib.geometry import matrix_from_sitk, transform_points
 from CTMRRegistrationLib.imaging import shrink_to_spacing

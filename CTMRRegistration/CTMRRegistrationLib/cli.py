@@ -21,12 +21,12 @@ import numpy as np
 import SimpleITK as sitk
 
 from . import mrml_io, resources
+from .elastix_export import write_elastix_transform
+from .elastix_runner import BACKENDS
 from .errors import CTMRError, InputError
 from .geometry import add_volume_from_sitk, matrix_from_sitk, sitk_from_volume, transform_points
 from .logic import RegistrationLogic
 from .overlay import write_overlay_png
-from .elastix_export import write_elastix_transform
-from .elastix_runner import BACKENDS
 from .pipeline import INITIALIZATIONS, RegistrationResult, preset_stage
 from .scene import create_headless_context
 
@@ -123,10 +123,10 @@ def register_files(args) -> tuple[RegistrationResult, dict]:
     logic = RegistrationLogic(context)
     resampled_node = None
     if args.output_volume:
-        resampled_node = context.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", f"{moving_node.GetName()} resampled")
+        resampled_node = context.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", f"{moving_node.GetName()} on fixed")
     result = logic.register(
-        fixed_node, moving_node, progress=_ProgressPrinter(), apply_to_moving=False, add_mask_nodes=bool(args.output_masks),
-        output_volume_node=resampled_node, grid_transform=args.grid_transform,
+        fixed_node, moving_node, progress=_ProgressPrinter(), apply_to_moving=False,
+        add_mask_nodes=bool(args.output_masks), output_volume_node=resampled_node, grid_transform=args.grid_transform,
         initialization=args.init, use_masks=not args.no_masks, accept_mirror=args.accept_mirror,
         stages=tuple(s.strip() for s in args.stages.split(",") if s.strip()), presets=_presets(args.preset),
         backend=args.backend, elastix_executable=args.elastix, threads=args.threads,

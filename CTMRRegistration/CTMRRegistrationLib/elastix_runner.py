@@ -49,7 +49,8 @@ def choose_backend(backend: str = "auto", executable: str | os.PathLike | None =
                 f"pass --elastix PATH or set ${ELASTIX_ENVIRONMENT_VARIABLE}"
             )
     if importlib.util.find_spec("itk") is None:
-        raise InputError("neither an elastix executable nor the itk-elastix wheel is available (pip install itk-elastix)")
+        raise InputError("neither an elastix executable nor the itk-elastix wheel is available "
+                         "(apt install elastix, or pip install itk-elastix)")
     return ITK_ELASTIX
 
 

@@ -7,11 +7,10 @@ import time
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from CTMRRegistrationLib.elastix_runner import find_elastix_executable
 from CTMRRegistrationLib.elastix_job import ElastixJob
 from CTMRRegistrationLib.elastix_parameters import read_parameter_file
 from CTMRRegistrationLib.elastix_progress import ElastixProgress
-from CTMRRegistrationLib.elastix_runner import run_elastix
+from CTMRRegistrationLib.elastix_runner import find_elastix_executable, run_elastix
 from CTMRRegistrationLib.elastix_transforms import sitk_from_transform_map
 from CTMRRegistrationLib.errors import Cancelled, InputError
 from CTMRRegistrationLib.geometry import matrix_from_sitk

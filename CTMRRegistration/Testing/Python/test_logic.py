@@ -1,8 +1,8 @@
 """Registration on MRML nodes: the transform node, inspectable mask nodes, and user data left alone."""
 
 import numpy as np
-import SimpleITK as sitk
 import pytest
+import SimpleITK as sitk
 from conftest import move_header, p95_distance, rigid_pose
 from CTMRRegistrationLib import Cancelled, RegistrationLogic
 from CTMRRegistrationLib.geometry import add_volume_from_sitk, sitk_from_volume
