@@ -168,7 +168,7 @@ def reference_agreement_mm(result: RegistrationResult) -> dict:
     from .masks import ct_body_mask
 
     ct = sitk.ReadImage(str(resources.sample_ct_path()))
-    mask = sitk.GetArrayViewFromImage(ct_body_mask(ct))
+    mask = sitk.GetArrayFromImage(ct_body_mask(ct))
     voxels = np.argwhere(mask > 0)[::7, ::-1].astype(float)
     points = np.array([ct.TransformContinuousIndexToPhysicalPoint(v.tolist()) for v in voxels])
     reference = matrix_from_sitk(sitk.ReadTransform(str(resources.sample_reference_transform_path())))

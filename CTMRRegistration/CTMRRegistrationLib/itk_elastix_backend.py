@@ -30,8 +30,20 @@ def _log_tail(directory: Path) -> str:
     return log_tail(logs[-1].read_text(errors="replace")) if logs else ""
 
 
+def _check_supported(job: ElastixJob) -> None:
+    """The itk-elastix wheel crashes the whole process (segmentation fault) on a bending-energy penalty
+    (found with itk-elastix 0.2x); refuse it with a clear error instead."""
+    for parameters in job.parameter_maps:
+        if "TransformBendingEnergyPenalty" in parameters.get("Metric", []):
+            raise RegistrationError(
+                "the itk-elastix wheel cannot run a bending-energy penalty (it crashes); run the deformable stage "
+                "with an elastix executable (apt install elastix, or --elastix PATH)"
+            )
+
+
 def run_itk_elastix(job: ElastixJob) -> list[ParameterMap]:
     """Run `job`; returns elastix's TransformParameters maps, one per parameter map given."""
+    _check_supported(job)
     import itk
 
     with tempfile.TemporaryDirectory(prefix="ctmr-elastix-") as workdir:

@@ -81,3 +81,12 @@ def test_progress_follows_maps_resolutions_and_iterations():
              "299\t-0.6", "Running elastix with parameter file 1: \"b\".", "Resolution: 1", "149\t-0.7", "noise"]
     fractions = [tracker.update(line) for line in lines]
     assert fractions == [None, None, 0.125, 0.25, 0.5, None, 0.75, 0.875, None]
+
+
+def test_itk_elastix_wheel_refuses_the_bending_energy_penalty_it_crashes_on():
+    from CTMRRegistrationLib.errors import RegistrationError
+    from CTMRRegistrationLib.itk_elastix_backend import run_itk_elastix
+
+    job = ElastixJob(blob(), blob((3.0, 0.0, 0.0)), [read_parameter_file(parameter_file("Deformable"))])
+    with pytest.raises(RegistrationError, match="bending-energy"):
+        run_itk_elastix(job)
