@@ -69,7 +69,9 @@ def run_generic_rigid(fixed: Path, moving: Path, work: Path, threads: int) -> di
                "-out", str(out), "-threads", str(threads)]
     seconds, memory, _ = timed(command)
     result = out / "TransformParameters.0.txt"
-    transform = sitk_from_transform_map(read_parameter_file(result, required=("Transform",))) if result.exists() else None
+    transform = None
+    if result.exists():
+        transform = sitk_from_transform_map(read_parameter_file(result, required=("Transform",)))
     return {"seconds": seconds, "memory": memory, "stages": {"rigid": seconds}, "transform": transform}
 
 
