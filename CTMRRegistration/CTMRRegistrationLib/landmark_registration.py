@@ -177,7 +177,7 @@ def register_images_from_landmarks(
     initial = landmark_initial_matrix(fixed_points, moving_points)
     options = replace(options or RegistrationOptions(), initialization="none")
     result = register_images(fixed, _move_header(moving, np.linalg.inv(initial)), options, progress)
-    result.transform = sitk_from_matrix(initial @ result.matrix)
+    result.transform = compose(result.transform, initial)
     result.initial_transform = sitk_from_matrix(initial)
     if result.moving_mask is not None:
         result.moving_mask = _move_header(result.moving_mask, initial)
@@ -185,11 +185,19 @@ def register_images_from_landmarks(
     return result
 
 
-def compose(first, second: sitk.Transform) -> sitk.Transform:
-    """One fixed->moving transform applying `first` (4x4 matrix or SimpleITK transform) then `second`:
+def _linear(transform: sitk.Transform) -> bool:
+    try:
+        matrix_from_sitk(transform)
+    except ValueError:
+        return False
+    return True
+
+
+def compose(first, second) -> sitk.Transform:
+    """One fixed->moving transform applying `first` then `second` (4x4 matrices or SimpleITK transforms):
     an exact AffineTransform when both are linear, else a CompositeTransform."""
-    first = sitk_from_matrix(first) if isinstance(first, np.ndarray) else first
-    if first.IsLinear() and second.IsLinear():
+    first, second = (sitk_from_matrix(t) if isinstance(t, np.ndarray) else t for t in (first, second))
+    if _linear(first) and _linear(second):
         return sitk_from_matrix(matrix_from_sitk(second) @ matrix_from_sitk(first))
     return sitk.CompositeTransform([second, first])
 
