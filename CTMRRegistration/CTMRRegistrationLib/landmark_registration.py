@@ -27,6 +27,7 @@ from .geometry import (
 )
 from .landmark_errors import LandmarkErrors, TargetErrors, landmark_errors, target_errors
 from .landmarks import LandmarkTransform, fit_landmark_transform, landmark_matrix
+from .mrml_io import load_markups
 from .pipeline import ProgressCallback, RegistrationOptions, RegistrationResult, register_images
 
 
@@ -150,6 +151,12 @@ def register_landmarks(
     set_transform_node_from_landmarks(output_transform_node, result.transform)
     result.transform_node = output_transform_node
     return result
+
+
+def landmarks_from_file(context, path) -> tuple[np.ndarray, list[str]]:
+    """World positions (LPS, N x 3) and labels of the control points in a markups file (.mrk.json, .fcsv)."""
+    node = load_markups(context, path)
+    return points_from_markups(node), labels_from_markups(node)
 
 
 def landmark_initial_matrix(fixed_points, moving_points) -> np.ndarray:

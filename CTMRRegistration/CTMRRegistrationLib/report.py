@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from . import __version__
 from .qa import QAResult
 from .qa_pictures import KINDS, write_qa_pictures
 
@@ -48,8 +49,6 @@ def _elastix_version() -> str:
 
 def versions() -> dict[str, str]:
     """Versions of this package and of what computed the results."""
-    from . import __version__
-
     return {"CTMRRegistration": __version__, "SimpleITK": sitk.Version_VersionString(), "elastix": _elastix_version(),
             "numpy": np.__version__, "Python": platform.python_version(), "platform": platform.platform()}
 

@@ -15,10 +15,12 @@ from CTMRRegistrationLib.geometry import (
 )
 from CTMRRegistrationLib.landmark_registration import (
     compose,
+    landmarks_from_file,
     markups_points,
     register_images_from_landmarks,
     register_landmarks,
 )
+from CTMRRegistrationLib.mrml_io import save_node
 
 FIXED = np.array([[-60.0, -20, -15], [55, -25, 10], [5, 45, -20], [-10, 5, 30], [30, 30, 25], [-40, 35, 5]])
 TRUTH = rigid_pose((15.0, -25.0, 40.0), (10.0, -20.0, 5.0))
@@ -55,6 +57,14 @@ def test_markups_under_a_parent_transform_are_read_in_world_coordinates(context)
     assert result.errors.fre_rms < 1e-9
     moved = markups(context, "check", transform_points(TRUTH, FIXED), result.transform_node)
     np.testing.assert_allclose(harden(moved), FIXED, atol=1e-6)
+
+
+def test_landmarks_from_a_file(context, tmp_path):
+    node = markups(context, "CT", FIXED)
+    save_node(context, node, tmp_path / "ct.mrk.json")
+    points, labels = landmarks_from_file(context, tmp_path / "ct.mrk.json")
+    np.testing.assert_allclose(points, FIXED, atol=1e-6)
+    assert labels == [f"CT-{i}" for i in range(len(FIXED))]
 
 
 def test_moving_list_under_the_output_transform_gives_the_same_result_again(context):
