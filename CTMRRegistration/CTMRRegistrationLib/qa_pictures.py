@@ -37,9 +37,9 @@ def _blend(fixed: np.ndarray, moving: np.ndarray) -> np.ndarray:
 def _contours(fixed: np.ndarray, moving: np.ndarray) -> np.ndarray:
     """Canny edges of the moving plane drawn over the grey fixed plane."""
     plane = sitk.GetImageFromArray(moving.astype(np.float32))
-    gradient = sitk.GetArrayViewFromImage(sitk.GradientMagnitudeRecursiveGaussian(plane, 1.0))
+    gradient = sitk.GetArrayFromImage(sitk.GradientMagnitudeRecursiveGaussian(plane, 1.0))
     upper = float(np.percentile(gradient, 90))
-    edges = sitk.GetArrayViewFromImage(sitk.CannyEdgeDetection(plane, upper / 2, upper, [1.0, 1.0])) > 0
+    edges = sitk.GetArrayFromImage(sitk.CannyEdgeDetection(plane, upper / 2, upper, [1.0, 1.0])) > 0
     picture = np.repeat(fixed[..., None], 3, axis=2)
     picture[edges] = CONTOUR_COLOUR
     return picture

@@ -23,7 +23,7 @@ def _binary(image: sitk.Image, label: int) -> sitk.Image:
 
 def _surface_distances(source: sitk.Image, target: sitk.Image) -> np.ndarray:
     """Distance (mm) from each contour voxel of `source` to the contour of `target` (binary images)."""
-    contour = sitk.GetArrayViewFromImage(sitk.LabelContour(source, fullyConnected=False)) > 0
+    contour = sitk.GetArrayFromImage(sitk.LabelContour(source, fullyConnected=False)) > 0
     distance = sitk.SignedMaurerDistanceMap(target, insideIsPositive=False, squaredDistance=False,
                                             useImageSpacing=True)
     return np.abs(sitk.GetArrayViewFromImage(distance)[contour])

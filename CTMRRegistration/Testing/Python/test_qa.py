@@ -19,7 +19,7 @@ OPTIONS = QAOptions(restarts=2, threads=2)
 
 @pytest.fixture(scope="module")
 def object_centre(sample_ct) -> np.ndarray:
-    mask = sitk.GetArrayViewFromImage(ct_body_mask(sample_ct))
+    mask = sitk.GetArrayFromImage(ct_body_mask(sample_ct))
     index = np.argwhere(mask > 0)[:, ::-1].mean(axis=0)
     return np.asarray(sample_ct.TransformContinuousIndexToPhysicalPoint(index.tolist()))
 
