@@ -16,6 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .correspondence import DirectionCheck, SwapCheck, direction_check, find_swapped_pairs, order_by_labels
+from .errors import InputError
 from .geometry import (
     RAS_FROM_LPS,
     labels_from_markups,
@@ -132,6 +133,8 @@ def register_landmarks(
     The node (created when not given: linear for rigid/similarity/affine, general for tps) maps the moving
     side onto the fixed side once applied; `result.transform` is the fixed->moving LPS mapping."""
     scene = context.scene
+    if kind == "tps" and output_transform_node is not None and output_transform_node.IsA("vtkMRMLLinearTransformNode"):
+        raise InputError("a thin-plate spline cannot go into a linear transform node: give a general transform node")
     if output_transform_node is None:
         class_name = "vtkMRMLTransformNode" if kind == "tps" else "vtkMRMLLinearTransformNode"
         output_transform_node = scene.AddNewNodeByClass(

@@ -3,9 +3,10 @@ under a list, thin-plate splines in a transform node), and landmarks as the star
 registration on the bundled pair from a far pose."""
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 from conftest import move_header, p95_distance, rigid_pose
-from CTMRRegistrationLib import RegistrationOptions
+from CTMRRegistrationLib import InputError, RegistrationOptions
 from CTMRRegistrationLib.geometry import (
     matrix_from_sitk,
     points_from_markups,
@@ -93,6 +94,8 @@ def test_thin_plate_spline_node_maps_moving_landmarks_onto_fixed_ones(context):
     assert result.transform_node.IsA("vtkMRMLTransformNode") and not result.transform_node.IsLinear()
     moving.SetAndObserveTransformNodeID(result.transform_node.GetID())
     np.testing.assert_allclose(harden(moving), FIXED, atol=1e-3)  # "to parent" is VTK's iterative inverse
+    with pytest.raises(InputError, match="linear transform node"):
+        register_landmarks(context, fixed, moving, kind="tps", output_transform_node=linear_node(context, np.eye(4)))
 
 
 def test_compose_is_exact_for_linear_and_ordered_for_composites():
