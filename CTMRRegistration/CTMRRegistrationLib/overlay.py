@@ -12,7 +12,7 @@ from .imaging import physical_corners
 DISPLAY_PIXELS = 200
 
 
-def _display_grid(fixed: sitk.Image) -> sitk.Image:
+def display_grid(fixed: sitk.Image) -> sitk.Image:
     """An axis-aligned LPS grid with square pixels covering the fixed image's box."""
     corners = physical_corners(fixed)
     low, high = corners.min(axis=0), corners.max(axis=0)
@@ -24,29 +24,36 @@ def _display_grid(fixed: sitk.Image) -> sitk.Image:
     return grid
 
 
-def _normalise(array: np.ndarray) -> np.ndarray:
+def normalise(array: np.ndarray) -> np.ndarray:
     low, high = np.percentile(array, [1, 99.5])
     return np.clip((array - low) / max(high - low, 1e-6), 0, 1)
 
 
-def _planes(volume: np.ndarray) -> list[np.ndarray]:
-    z, y, x = (n // 2 for n in volume.shape)
+def planes(volume: np.ndarray, index: tuple[int, int, int] | None = None) -> list[np.ndarray]:
+    """Axial, coronal and sagittal planes (superior up) of a (z, y, x) volume through voxel `index` (z, y, x),
+    by default its middle."""
+    z, y, x = index if index is not None else (n // 2 for n in volume.shape)
     return [volume[z], volume[::-1, y, :], volume[::-1, :, x]]
 
 
 def overlay_rgb(fixed: sitk.Image, moving: sitk.Image, transform: sitk.Transform) -> np.ndarray:
     """An RGB strip (axial, coronal, sagittal) of `moving` resampled by `transform` over `fixed`."""
-    grid = _display_grid(fixed)
+    grid = display_grid(fixed)
     fixed_display = sitk.Resample(sitk.Cast(fixed, sitk.sitkFloat32), grid, sitk.Transform(), sitk.sitkLinear,
                                   float(sitk.GetArrayViewFromImage(fixed).min()), sitk.sitkFloat32)
     composite = sitk.CompositeTransform([transform]) if transform is not None else sitk.Transform()
     moving_display = sitk.Resample(sitk.Cast(moving, sitk.sitkFloat32), grid, composite, sitk.sitkLinear,
                                    float(sitk.GetArrayViewFromImage(moving).min()), sitk.sitkFloat32)
-    f = _normalise(sitk.GetArrayFromImage(fixed_display))
-    m = _normalise(sitk.GetArrayFromImage(moving_display))
+    f = normalise(sitk.GetArrayFromImage(fixed_display))
+    m = normalise(sitk.GetArrayFromImage(moving_display))
     panels = []
-    for fixed_plane, moving_plane in zip(_planes(f), _planes(m)):
+    for fixed_plane, moving_plane in zip(planes(f), planes(m)):
         panels.append(np.stack([fixed_plane, moving_plane, fixed_plane], axis=-1))
+    return side_by_side(panels)
+
+
+def side_by_side(panels: list[np.ndarray]) -> np.ndarray:
+    """RGB panels (values 0..1) in one uint8 strip, top-aligned, 4 black pixels apart."""
     height = max(p.shape[0] for p in panels)
     padded = [np.pad(p, ((0, height - p.shape[0]), (0, 4), (0, 0))) for p in panels]
     return (np.concatenate(padded, axis=1) * 255).astype(np.uint8)

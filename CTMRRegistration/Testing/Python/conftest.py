@@ -36,7 +36,7 @@ def reference_ct_to_mr() -> np.ndarray:
 @pytest.fixture(scope="session")
 def ct_object_points(sample_ct) -> np.ndarray:
     """About 4000 points (LPS) inside the CT object, where alignment errors are measured."""
-    mask = sitk.GetArrayFromImage(ct_body_mask(sample_ct))
+    mask = sitk.GetArrayFromImage(ct_body_mask(sample_ct))  # a copy: a view would outlive the temporary mask
     voxels = np.argwhere(mask > 0)[:, ::-1].astype(float)
     voxels = voxels[np.random.default_rng(0).choice(len(voxels), 4000, replace=False)]
     return np.array([sample_ct.TransformContinuousIndexToPhysicalPoint(v.tolist()) for v in voxels])

@@ -1,0 +1,179 @@
+"""QA benchmark: does the quality verdict flag failed registrations and pass good ones?
+
+The cases are the capture benchmark's (capture_benchmark.py: the MR moved by random rigid poses, rotation
+uniform over SO(3), offset up to 250 mm). Each case is registered by `ctmr-register` with the CT fixed and
+with the MR fixed, and by the two peers with the CT fixed (elastix generic rigid from the geometric
+centres; moments + Mattes MI), which fail most poses. Every transform is then assessed by the library's
+`qa.assess` (what `ctmr-qa` runs), and scored against the truth: a registration failed when its p95 error
+over CT-object points against the reference transform composed with the pose exceeds 5 mm. A failed
+registration should be flagged (verdict `failed` or `check`), a good one should not.
+
+Prints per case the error and verdict of each method, then the confusion table of truth against verdict,
+the share of failed registrations flagged (target >= 95 %) and of good ones flagged (target <= 5 %), and
+the cue values of good and failed registrations. --bundled runs on the 2 mm sample pair instead of the
+full-resolution data (faster, same failure modes).
+
+    python bench/qa_benchmark.py [--cases 20] [--threads 2] [--restarts 2] [--bundled] [--no-moments]
+                                 [--json runs.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from CTMRRegistrationLib import resources
+from CTMRRegistrationLib.geometry import matrix_from_sitk
+from CTMRRegistrationLib.imaging import resample_isotropic, shrink_to_spacing
+from CTMRRegistrationLib.masks import ct_body_mask
+from CTMRRegistrationLib.qa import QAOptions, assess
+from CTMRRegistrationLib.qa_images import QA_SPACING_MM
+from CTMRRegistrationLib.verdict import LIMITS
+from scipy.spatial.transform import Rotation
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from capture_benchmark import (  # noqa: E402
+    SUCCESS_P95_MM,
+    data_dir,
+    move_header,
+    p95,
+    random_poses,
+    run_generic_rigid,
+    run_moments_mi,
+    run_ours,
+)
+
+VERDICTS = ("ok", "check", "failed")
+
+
+def inputs(bundled: bool) -> tuple[Path, sitk.Image, np.ndarray]:
+    """CT path, MR image and reference CT->MR matrix: the 2 mm sample pair or the full-resolution data."""
+    if bundled:
+        ct_path, mr_path = resources.sample_ct_path(), resources.sample_mr_path()
+        reference_path = resources.sample_reference_transform_path()
+    else:
+        folder = data_dir()
+        ct_path, mr_path = folder / "ct_fullres.nii.gz", folder / "mr_t2_fullres.nii.gz"
+        reference_path = folder / "reference_rigid_fixedCT_movingMR.tfm"
+    return ct_path, sitk.ReadImage(str(mr_path)), matrix_from_sitk(sitk.ReadTransform(str(reference_path)))
+
+
+def ct_object_points(ct: sitk.Image, count: int = 3000) -> np.ndarray:
+    """Points (LPS) inside the CT body, where errors are measured (as capture_benchmark.py does)."""
+    coarse = shrink_to_spacing(sitk.Cast(ct, sitk.sitkFloat32), 2.0)
+    voxels = np.argwhere(sitk.GetArrayFromImage(ct_body_mask(coarse)) > 0)[:, ::-1].astype(float)
+    voxels = voxels[np.random.default_rng(0).choice(len(voxels), min(count, len(voxels)), replace=False)]
+    return np.array([coarse.TransformContinuousIndexToPhysicalPoint(v.tolist()) for v in voxels])
+
+
+def registrations(ct_path: Path, moved: Path, work: Path, threads: int, moments: bool) -> dict:
+    """Fixed->moving CT->MR matrices (None on failure) of every method; 'ours MR fixed' inverted."""
+    runs = {"ours CT fixed": run_ours(ct_path, moved, work, threads)[0]}
+    backward = run_ours(moved, ct_path, work, threads)[0]
+    runs["ours MR fixed"] = None if backward is None else np.linalg.inv(backward)
+    runs["elastix generic rigid"] = run_generic_rigid(ct_path, moved, work, threads)[0]
+    if moments:
+        runs["moments + Mattes MI"] = run_moments_mi(ct_path, moved, work, threads)[0]
+    return runs
+
+
+def assess_run(name: str, matrix: np.ndarray, ct: sitk.Image, mr: sitk.Image, options: QAOptions) -> dict:
+    """The QA verdict and cues of one CT->MR matrix; 'MR fixed' runs are assessed with the MR fixed."""
+    started = time.perf_counter()
+    if "MR fixed" in name:
+        result = assess(mr, ct, np.linalg.inv(matrix), options=options)
+    else:
+        result = assess(ct, mr, matrix, options=options)
+    return {"verdict": result.verdict, "reasons": result.reasons, "qa_seconds": time.perf_counter() - started,
+            "cues": {limit.cue: result.metrics.get(limit.cue) for limit in LIMITS}}
+
+
+def confusion(runs: list[dict]) -> str:
+    lines = [f"{'truth':<16}" + "".join(f"{v:>8}" for v in VERDICTS) + f"{'flagged':>10}"]
+    for truth in ("good", "failed"):
+        rows = [run for run in runs if run["truth"] == truth]
+        counts = [sum(run["verdict"] == v for run in rows) for v in VERDICTS]
+        flagged = counts[1] + counts[2]
+        share = f"{flagged / len(rows):.0%}" if rows else "-"
+        lines.append(f"{truth + f' ({len(rows)})':<16}" + "".join(f"{c:8d}" for c in counts) + f"{share:>10}")
+    return "\n".join(lines)
+
+
+def cue_table(runs: list[dict]) -> str:
+    lines = [f"{'cue':<28}{'good: median (worst)':>24}{'failed: median (best)':>24}"]
+    for limit in LIMITS:
+        cells = []
+        for truth in ("good", "failed"):
+            values = np.array([run["cues"][limit.cue] for run in runs
+                               if run["truth"] == truth and run["cues"][limit.cue] is not None], dtype=float)
+            if values.size == 0:
+                cells.append(f"{'-':>24}")
+                continue
+            worst_good = values.min() if limit.higher_is_better == (truth == "good") else values.max()
+            cells.append(f"{np.median(values):>14.3f} ({worst_good:7.3f})")
+        lines.append(f"{limit.cue:<28}" + "".join(cells))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--restarts", type=int, default=QAOptions.restarts, help="QA restarts per assessment")
+    parser.add_argument("--bundled", action="store_true", help="use the 2 mm sample pair (faster)")
+    parser.add_argument("--no-moments", action="store_true", help="skip the slow moments + Mattes MI peer")
+    parser.add_argument("--json", type=Path, help="write every run's error, verdict and cues here")
+    args = parser.parse_args()
+
+    ct_path, mr, reference = inputs(args.bundled)
+    ct = sitk.ReadImage(str(ct_path))
+    points = ct_object_points(ct)
+    # The QA grids are 2 mm isotropic; resampling once here is what assess() would do on every call.
+    ct_qa, mr_qa = resample_isotropic(ct, QA_SPACING_MM), resample_isotropic(mr, QA_SPACING_MM)
+    centre = np.asarray(mr.TransformContinuousIndexToPhysicalPoint([s / 2 for s in mr.GetSize()]))
+    options = QAOptions(restarts=args.restarts, threads=args.threads)
+    runs, no_transform = [], 0
+    with tempfile.TemporaryDirectory(prefix="ctmr-qa-bench-") as work:
+        work = Path(work)
+        for case, pose in enumerate(random_poses(args.cases, args.seed, centre)):
+            moved = work / "mr_moved.nii"
+            sitk.WriteImage(move_header(mr, pose), str(moved))
+            expected = pose @ reference
+            cells = []
+            for name, matrix in registrations(ct_path, moved, work, args.threads, not args.no_moments).items():
+                if matrix is None:
+                    no_transform += 1
+                    cells.append(f"{name}: no transform")
+                    continue
+                error = p95(matrix, expected, points)
+                run = {"case": case, "method": name, "error_p95_mm": error,
+                       "truth": "failed" if error > SUCCESS_P95_MM else "good"}
+                run |= assess_run(name, matrix, ct_qa, move_header(mr_qa, pose), options)
+                runs.append(run)
+                cells.append(f"{name}: {error:6.1f} mm {run['verdict']:<6} ({run['qa_seconds']:.1f} s)")
+            rotation = np.degrees(Rotation.from_matrix(pose[:3, :3]).magnitude())
+            print(f"case {case:3d} {rotation:6.1f}° | " + " | ".join(cells), flush=True)
+
+    flagged = {truth: [run["verdict"] != "ok" for run in runs if run["truth"] == truth] for truth in ("good", "failed")}
+    print(f"\n{len(runs)} assessed transforms ({no_transform} runs gave no transform)\n")
+    print(confusion(runs))
+    for truth, target in (("failed", ">= 95 %"), ("good", "<= 5 %")):
+        values = flagged[truth]
+        rate = f"{np.mean(values):.1%}" if values else "-"
+        print(f"{truth} registrations flagged (check or failed): {sum(values)}/{len(values)} = {rate} "
+              f"(target {target})")
+    print(f"median QA time: {np.median([run['qa_seconds'] for run in runs]):.1f} s\n")
+    print(cue_table(runs))
+    if args.json:
+        args.json.write_text(json.dumps(runs, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()
