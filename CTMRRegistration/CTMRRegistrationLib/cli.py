@@ -2,12 +2,18 @@
 
     ctmr-register --fixed FIXED --moving MOVING --output-transform OUT.(h5|tfm) [--output-volume OUT.nrrd]
                   [--stages rigid|rigid,affine|rigid,affine,deformable] [--backend auto|elastix|itk-elastix]
-                  [--preset FILE ...] [--json] [--threads N]
+                  [--preset FILE ...] [--fixed-landmarks P --moving-landmarks Q]
+                  [--fixed-targets P --moving-targets Q] [--fixed-seg S --moving-seg R]
+                  [--report DIR] [--no-qa] [--json] [--threads N]
     ctmr-register --demo [--output-dir DIR]
 
 OUT maps FIXED physical points (LPS) to MOVING physical points: the resampling transform of elastix and
 SimpleITK (with a deformable stage, a composite: linear part, then B-spline). Loaded in Slicer and applied
 to MOVING, it aligns MOVING to FIXED.
+
+A quality assessment follows every registration (verdict ok / check / failed, see `ctmr-qa`). Exit status:
+0 registered (verdict ok or check), 1 registration failed or verdict failed (outputs still written),
+2 unusable input, 3 moving image looks mirrored.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from .geometry import add_volume_from_sitk, matrix_from_sitk, sitk_from_volume, 
 from .logic import RegistrationLogic
 from .overlay import write_overlay_png
 from .pipeline import INITIALIZATIONS, RegistrationResult, preset_stage
+from .qa_inputs import load_qa_files
+from .report import REPORT_NAME
 from .scene import create_headless_context
 
 TRANSFORM_SUFFIXES = (".h5", ".tfm", ".txt")
@@ -71,6 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folder for the foreground masks used (fixed_mask.nrrd, moving_mask.nrrd)")
     parser.add_argument("--elastix", type=Path, help="elastix executable or its folder (default: $CTMR_ELASTIX, "
                         "PATH, else the itk-elastix wheel)")
+    parser.add_argument("--fixed-landmarks", type=Path, help="landmarks in FIXED (.mrk.json, .fcsv): with "
+                        "--moving-landmarks, their rigid fit replaces the automatic start pose")
+    parser.add_argument("--moving-landmarks", type=Path, help="the same landmarks in MOVING (paired by label, "
+                        "else by position)")
+    parser.add_argument("--fixed-targets", type=Path, help="independent target points in FIXED, for the TRE")
+    parser.add_argument("--moving-targets", type=Path, help="the same targets in MOVING")
+    parser.add_argument("--fixed-seg", type=Path, help="segmentation of FIXED (.seg.nrrd or labelmap), for Dice "
+                        "and surface distances")
+    parser.add_argument("--moving-seg", type=Path, help="segmentation of MOVING")
+    parser.add_argument("--report", type=Path, help="folder for the HTML quality report and its pictures")
+    parser.add_argument("--no-qa", action="store_true", help="skip the quality assessment (no verdict)")
     parser.add_argument("--demo", action="store_true", help="register the bundled porcine CT/MR pair")
     parser.add_argument("--output-dir", type=Path, default=Path("ctmr-demo-output"), help="demo output folder")
     return parser
@@ -102,6 +121,8 @@ def _check_arguments(args, parser) -> None:
             raise InputError(f"--{option.replace('_', '-')} must end in {', '.join(TRANSFORM_SUFFIXES)}")
     if args.threads is not None and args.threads < 1:
         raise InputError("--threads must be at least 1")
+    if args.report and args.no_qa:
+        raise InputError("--report needs the quality assessment: drop --no-qa")
 
 
 def _presets(paths: list[Path]) -> dict[str, Path]:
@@ -121,6 +142,9 @@ def register_files(args) -> tuple[RegistrationResult, dict]:
     fixed_node = mrml_io.load_volume(context, args.fixed)
     moving_node = mrml_io.load_volume(context, args.moving)
     logic = RegistrationLogic(context)
+    landmarks = {f"{role}_landmarks": mrml_io.load_markups(context, getattr(args, f"{role}_landmarks"))
+                 for role in ("fixed", "moving") if getattr(args, f"{role}_landmarks") is not None}
+    ground_truth = load_qa_files(context, args.fixed_targets, args.moving_targets, args.fixed_seg, args.moving_seg)
     resampled_node = None
     if args.output_volume:
         resampled_node = context.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", f"{moving_node.GetName()} on fixed")
@@ -132,6 +156,7 @@ def register_files(args) -> tuple[RegistrationResult, dict]:
         backend=args.backend, elastix_executable=args.elastix, threads=args.threads,
         bias_correction={"auto": None, "on": True, "off": False}[args.bias_correction],
         fixed_modality=args.fixed_modality, moving_modality=args.moving_modality,
+        qa=not args.no_qa, report_directory=args.report, **landmarks, **ground_truth,
     )
     outputs = {}
     for role, node in result.mask_nodes.items():
@@ -149,6 +174,8 @@ def register_files(args) -> tuple[RegistrationResult, dict]:
         outputs["elastix_transform"] = str(written[-1])
     if resampled_node is not None:
         outputs["volume"] = str(mrml_io.save_node(context, resampled_node, args.output_volume))
+    if args.report:
+        outputs["report"] = str(args.report / REPORT_NAME)
     if args.overlay:
         rows = {"before": result.initial_transform if args.init == "none" else sitk.Transform(),
                 "after": result.transform}
@@ -161,6 +188,7 @@ def _demo_arguments(args) -> None:
     args.output_transform = args.output_dir / "transform_fixedCT_to_movingMR.h5"
     args.output_volume = args.output_dir / "mr_resampled_on_ct.nrrd"
     args.overlay = args.output_dir / "overlay.png"
+    args.report = args.output_dir / "report"
 
 
 def reference_agreement_mm(result: RegistrationResult) -> dict:
@@ -198,13 +226,19 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report))
     else:
         _print_summary(report)
-    return {"ok": 0, "mirrored": EXIT_MIRRORED}.get(result.status, EXIT_FAILED)
+    if result.status == "ok":
+        return EXIT_FAILED if result.verdict == "failed" else 0
+    return EXIT_MIRRORED if result.status == "mirrored" else EXIT_FAILED
 
 
 def _print_summary(report: dict) -> None:
     for warning in report["warnings"]:
         print(f"warning: {warning}")
     print(f"status: {report['status']}  ({report['fixed_modality']} fixed, {report['moving_modality']} moving)")
+    if report.get("qa"):
+        print(f"verdict: {report['verdict']}")
+        for reason in report["qa"]["reasons"]:
+            print(f"  - {reason}")
     stages = "  ".join(f"{name} {seconds:.1f} s" for name, seconds in report["stage_seconds"].items())
     print(f"time: {report['seconds']:.1f} s  {stages}")
     if "reference_agreement_mm" in report["metrics"]:

@@ -48,9 +48,13 @@ def is_linear(transform: sitk.Transform) -> bool:
     return transform.IsLinear() and transform.GetTransformEnum() != sitk.sitkComposite
 
 
-def compose(initial: sitk.Transform, stage: sitk.Transform) -> sitk.AffineTransform:
-    """elastix's "Compose" of two linear transforms: `initial` applies first, then `stage`."""
-    return sitk_from_matrix(matrix_from_sitk(stage) @ matrix_from_sitk(initial))
+def compose(first, second) -> sitk.Transform:
+    """One resampling transform applying `first`, then `second` (SimpleITK transforms or 4x4 matrices), as
+    elastix's "Compose": an exact AffineTransform when both are linear, else a CompositeTransform."""
+    first, second = (sitk_from_matrix(t) if isinstance(t, np.ndarray) else t for t in (first, second))
+    if first.IsLinear() and second.IsLinear():
+        return sitk_from_matrix(matrix_from_sitk(second) @ matrix_from_sitk(first))
+    return sitk.CompositeTransform([second, first])
 
 
 def _numbers(values) -> list[str]:

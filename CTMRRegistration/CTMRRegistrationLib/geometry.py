@@ -37,18 +37,21 @@ def flip_ras_lps(matrix: np.ndarray) -> np.ndarray:
     return RAS_FROM_LPS @ matrix @ RAS_FROM_LPS
 
 
-def parent_to_world_matrix(node) -> np.ndarray:
-    """The 4x4 RAS matrix from a transformable node's local frame to world; error if non-linear."""
-    parent = node.GetParentTransformNode()
-    if parent is None:
-        return np.eye(4)
-    if not parent.IsTransformToWorldLinear():
-        raise InputError(
-            f"'{node.GetName()}' is under a non-linear transform; harden it before registration"
-        )
-    matrix = vtk.vtkMatrix4x4()
-    parent.GetMatrixTransformToWorld(matrix)
-    return numpy_from_vtk_matrix(matrix)
+def parent_to_world_matrix(node, leave_out=None) -> np.ndarray:
+    """The 4x4 RAS matrix from a transformable node's local frame to world; error if non-linear.
+
+    The transform node `leave_out`, when among the parents, is skipped (e.g. a registration's own output,
+    which must not feed back into the next run)."""
+    matrix, parent = np.eye(4), node.GetParentTransformNode()
+    while parent is not None:
+        if parent is not leave_out:
+            if not parent.IsLinear():
+                raise InputError(f"'{node.GetName()}' is under a non-linear transform; harden it before registration")
+            to_parent = vtk.vtkMatrix4x4()
+            parent.GetMatrixTransformToParent(to_parent)
+            matrix = numpy_from_vtk_matrix(to_parent) @ matrix
+        parent = parent.GetParentTransformNode()
+    return matrix
 
 
 # ----- 4x4 matrices <-> SimpleITK linear transforms ---------------------------------------------
@@ -100,18 +103,20 @@ def transform_points(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
 # ----- volumes -------------------------------------------------------------------------------------
 
 
-def ijk_to_world_lps(volume_node, world: bool = True) -> np.ndarray:
-    """4x4 matrix from voxel index (i, j, k) to LPS; with `world`, through the parent transforms."""
+def ijk_to_world_lps(volume_node, world: bool = True, leave_out=None) -> np.ndarray:
+    """4x4 matrix from voxel index (i, j, k) to LPS; with `world`, through the parent transforms but
+    `leave_out`."""
     ijk_to_ras = vtk.vtkMatrix4x4()
     volume_node.GetIJKToRASMatrix(ijk_to_ras)
     matrix = numpy_from_vtk_matrix(ijk_to_ras)
     if world:
-        matrix = parent_to_world_matrix(volume_node) @ matrix
+        matrix = parent_to_world_matrix(volume_node, leave_out) @ matrix
     return RAS_FROM_LPS @ matrix
 
 
-def sitk_from_volume(volume_node, world: bool = True) -> sitk.Image:
-    """The volume's voxels and geometry as a SimpleITK image (LPS); parent transforms applied."""
+def sitk_from_volume(volume_node, world: bool = True, leave_out=None) -> sitk.Image:
+    """The volume's voxels and geometry as a SimpleITK image (LPS); parent transforms but `leave_out`
+    applied."""
     image_data = volume_node.GetImageData() if volume_node is not None else None
     if image_data is None or image_data.GetNumberOfPoints() == 0:
         name = volume_node.GetName() if volume_node is not None else "(none)"
@@ -121,7 +126,7 @@ def sitk_from_volume(volume_node, world: bool = True) -> sitk.Image:
     scalars = numpy_support.vtk_to_numpy(image_data.GetPointData().GetScalars())
     shape = tuple(reversed(dims)) + ((components,) if components > 1 else ())
     image = sitk.GetImageFromArray(scalars.reshape(shape).copy(), isVector=components > 1)
-    matrix = ijk_to_world_lps(volume_node, world)
+    matrix = ijk_to_world_lps(volume_node, world, leave_out)
     spacing = np.linalg.norm(matrix[:3, :3], axis=0)
     image.SetSpacing(spacing.tolist())
     image.SetDirection((matrix[:3, :3] / spacing).ravel().tolist())
@@ -163,12 +168,16 @@ def add_volume_from_sitk(context, image: sitk.Image, name: str, labelmap: bool =
 # ----- transforms ----------------------------------------------------------------------------------
 
 
-def sitk_from_linear_transform_node(transform_node) -> sitk.AffineTransform:
-    """The resampling transform (fixed LPS -> moving LPS) of a linear transform node, to world."""
-    if not transform_node.IsTransformToWorldLinear():
+def sitk_from_linear_transform_node(transform_node, world: bool = True) -> sitk.AffineTransform:
+    """The resampling transform (fixed LPS -> moving LPS) of a linear transform node, to world (or, without
+    `world`, to its parent)."""
+    if not (transform_node.IsTransformToWorldLinear() if world else transform_node.IsLinear()):
         raise InputError(f"transform '{transform_node.GetName()}' is not linear")
     to_world = vtk.vtkMatrix4x4()
-    transform_node.GetMatrixTransformToWorld(to_world)
+    if world:
+        transform_node.GetMatrixTransformToWorld(to_world)
+    else:
+        transform_node.GetMatrixTransformToParent(to_world)
     return sitk_from_matrix(flip_ras_lps(np.linalg.inv(numpy_from_vtk_matrix(to_world))))
 
 

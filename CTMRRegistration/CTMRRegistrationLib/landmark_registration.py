@@ -20,11 +20,9 @@ from .errors import InputError
 from .geometry import (
     RAS_FROM_LPS,
     labels_from_markups,
-    matrix_from_sitk,
     points_from_markups,
     set_linear_transform_node_from_sitk,
     sitk_from_matrix,
-    transform_points,
 )
 from .landmark_errors import LandmarkErrors, TargetErrors, landmark_errors, target_errors
 from .landmarks import LandmarkTransform, fit_landmark_transform, landmark_matrix
@@ -167,47 +165,13 @@ def landmark_initial_matrix(fixed_points, moving_points) -> np.ndarray:
     return landmark_matrix(fixed_points, moving_points, "rigid")
 
 
-def _move_header(image: sitk.Image, pose: np.ndarray) -> sitk.Image:
-    """The same voxels with every physical point p moved to pose(p) (a rigid pose)."""
-    moved = sitk.Image(image)
-    moved.SetDirection((pose[:3, :3] @ np.asarray(image.GetDirection()).reshape(3, 3)).ravel().tolist())
-    moved.SetOrigin(transform_points(pose, np.asarray([image.GetOrigin()]))[0].tolist())
-    return moved
-
-
 def register_images_from_landmarks(
     fixed: sitk.Image, moving: sitk.Image, fixed_points, moving_points,
     options: RegistrationOptions | None = None, progress: ProgressCallback | None = None,
 ) -> RegistrationResult:
-    """Intensity registration started from the landmarks' rigid pose instead of the global search.
-
-    The moving header is moved by the inverse of the landmark pose, so the identity stands for that pose;
-    the pipeline refines it, and the landmark pose is composed back exactly: result.transform is one
-    linear fixed->moving transform, result.initial_transform the landmark pose."""
+    """Intensity registration started from the landmarks' rigid pose instead of the global search: one
+    fixed->moving transform (result.transform), the landmark pose in result.initial_transform."""
     initial = landmark_initial_matrix(fixed_points, moving_points)
-    options = replace(options or RegistrationOptions(), initialization="none")
-    result = register_images(fixed, _move_header(moving, np.linalg.inv(initial)), options, progress)
-    result.transform = compose(result.transform, initial)
-    result.initial_transform = sitk_from_matrix(initial)
-    if result.moving_mask is not None:
-        result.moving_mask = _move_header(result.moving_mask, initial)
+    result = register_images(fixed, moving, replace(options or RegistrationOptions(), initial_matrix=initial), progress)
     result.metrics["initialization"] = {"method": "landmarks", "pairs": len(np.asarray(fixed_points))}
     return result
-
-
-def _linear(transform: sitk.Transform) -> bool:
-    try:
-        matrix_from_sitk(transform)
-    except ValueError:
-        return False
-    return True
-
-
-def compose(first, second) -> sitk.Transform:
-    """One fixed->moving transform applying `first` then `second` (4x4 matrices or SimpleITK transforms):
-    an exact AffineTransform when both are linear, else a CompositeTransform."""
-    first, second = (sitk_from_matrix(t) if isinstance(t, np.ndarray) else t for t in (first, second))
-    if _linear(first) and _linear(second):
-        return sitk_from_matrix(matrix_from_sitk(second) @ matrix_from_sitk(first))
-    return sitk.CompositeTransform([second, first])
-

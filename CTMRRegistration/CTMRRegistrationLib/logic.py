@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import SimpleITK as sitk
 
-from .errors import InputError
-from .geometry import add_volume_from_sitk, sitk_from_volume, update_volume_from_sitk
+from .errors import Cancelled, InputError
+from .geometry import add_volume_from_sitk, labels_from_markups, sitk_from_volume, update_volume_from_sitk
 from .imaging import guess_modality
+from .landmark_registration import LandmarkRegistrationResult, markups_points, register_points
 from .masks import foreground_mask
-from .pipeline import ProgressCallback, RegistrationOptions, RegistrationResult, register_images
+from .pipeline import ProgressCallback, RegistrationOptions, RegistrationResult, register_images, scaled_progress
+from .qa import QAOptions, QAResult, assess
+from .qa_inputs import check_pair, segmentation_pair, target_points
+from .report import write_qa_report
 from .scene import MRMLContext, default_context
 from .transform_nodes import (
     as_grid,
@@ -17,6 +24,8 @@ from .transform_nodes import (
     set_registration_references,
     set_transform_node_from_sitk,
 )
+
+QA_PROGRESS = 0.9  # the share of the progress bar the registration takes when the assessment follows
 
 
 def _top_of_transform_chain(node):
@@ -65,9 +74,17 @@ class RegistrationLogic:
         grid_transform: bool = False,
         progress: ProgressCallback | None = None,
         add_mask_nodes: bool = False,
+        fixed_landmarks=None,
+        moving_landmarks=None,
+        fixed_targets=None,
+        moving_targets=None,
+        fixed_segmentation=None,
+        moving_segmentation=None,
+        qa: bool | QAOptions = True,
+        report_directory=None,
         **options,
     ) -> RegistrationResult:
-        """Register and store the result in a transform node (result.transform_node).
+        """Register, assess and store the result in a transform node (result.transform_node).
 
         Linear results give a vtkMRMLLinearTransformNode, deformable ones a B-spline transform node (a grid
         transform on the registration's 2 mm fixed grid with `grid_transform`); the node references the
@@ -76,6 +93,12 @@ class RegistrationLogic:
         header changes, voxels are not resampled). `output_volume_node` receives the moving volume
         resampled on the fixed grid. With `add_mask_nodes`, the foreground masks the registration used become
         labelmap nodes (result.mask_nodes, keyed 'fixed' and 'moving') to inspect.
+
+        Landmark lists (markups, paired by label or position, at least 3) replace the automatic start pose.
+        The quality assessment (`qa`: True, False or QAOptions) gives result.verdict and result.qa; target
+        lists and segmentations (segmentation or labelmap nodes) add TRE, Dice and surface distances before
+        and after. `report_directory` receives an HTML report. Positions are read in world coordinates, except
+        for `output_transform_node` itself, so registering again into the same node does not compound.
         `options` are the fields of RegistrationOptions (stages, initialization, backend, threads, ...).
         Nothing in the scene changes when registration fails or is cancelled.
         """
@@ -83,8 +106,21 @@ class RegistrationLogic:
                 and "deformable" in options.get("stages", ())):
             raise InputError(f"'{output_transform_node.GetName()}' is a linear transform node: it cannot hold "
                              "a deformable result (choose a plain transform node or none)")
-        fixed, moving = sitk_from_volume(fixed_node), sitk_from_volume(moving_node)
-        result = register_images(fixed, moving, RegistrationOptions(**options), progress)
+        if report_directory is not None and not qa:
+            raise InputError("a report needs the quality assessment: leave qa on")
+        leave_out = output_transform_node
+        fixed = sitk_from_volume(fixed_node, leave_out=leave_out)
+        moving = sitk_from_volume(moving_node, leave_out=leave_out)
+        landmarks = self._landmark_start(fixed_landmarks, moving_landmarks, leave_out)
+        if landmarks is not None:
+            options["initial_matrix"] = landmarks.transform.matrix
+        ground_truth = target_points(fixed_targets, moving_targets, leave_out)
+        ground_truth |= segmentation_pair(self.context, fixed_segmentation, moving_segmentation)
+        share = QA_PROGRESS if qa else 1.0
+        result = register_images(fixed, moving, RegistrationOptions(**options), scaled_progress(progress, 0.0, share))
+        if landmarks is not None:
+            result.metrics["initialization"] = {"method": "landmarks", **landmarks.as_dict()}
+            result.warnings += landmarks.warnings
         if add_mask_nodes and result.fixed_mask is not None:
             result.mask_nodes = {
                 "fixed": self._mask_node(result.fixed_mask, fixed_node),
@@ -92,6 +128,8 @@ class RegistrationLogic:
             }
         if result.status != "ok":
             return result
+        if qa:
+            result.qa = self._assess(result, fixed, moving, ground_truth, qa, options, progress)
         result.transform_node = self._store_transform(result, fixed_node, moving_node, output_transform_node,
                                                       grid_transform)
         if output_volume_node is not None:
@@ -102,7 +140,36 @@ class RegistrationLogic:
                 top.SetAndObserveTransformNodeID(result.transform_node.GetID())
         if harden:
             self.context.transforms.hardenTransform(moving_node)
+        if report_directory is not None:
+            self.write_report(report_directory, result, fixed, moving, fixed_node, moving_node)
         return result
+
+    @staticmethod
+    def _landmark_start(fixed_landmarks, moving_landmarks, leave_out) -> LandmarkRegistrationResult | None:
+        if not check_pair(fixed_landmarks, moving_landmarks, "landmark lists"):
+            return None
+        return register_points(markups_points(fixed_landmarks, leave_out), markups_points(moving_landmarks, leave_out),
+                               "rigid", labels_from_markups(fixed_landmarks), labels_from_markups(moving_landmarks))
+
+    @staticmethod
+    def _assess(result: RegistrationResult, fixed, moving, ground_truth: dict, qa, options: dict, progress) -> QAResult:
+        cancelled = options.get("cancelled")
+        if cancelled is not None and cancelled():
+            raise Cancelled("registration cancelled")
+        report_progress = scaled_progress(progress, QA_PROGRESS, 1.0)
+        report_progress(0.0, "quality assessment")
+        qa_options = qa if isinstance(qa, QAOptions) else QAOptions(threads=options.get("threads"))
+        qa_options = replace(qa_options, fixed_modality=result.fixed_modality, moving_modality=result.moving_modality)
+        assessment = assess(fixed, moving, result.transform, fixed_mask=result.fixed_mask,
+                            moving_mask=result.moving_mask, options=qa_options, **ground_truth)
+        report_progress(1.0, f"done: verdict {assessment.verdict}")
+        return assessment
+
+    def write_report(self, directory, result: RegistrationResult, fixed, moving, fixed_node, moving_node) -> Path:
+        """The HTML report of an assessed registration (pictures before: the headers as they were)."""
+        inputs = {"fixed": fixed_node.GetName(), "moving": moving_node.GetName()}
+        return write_qa_report(directory, fixed, moving, result.transform, result.qa, inputs=inputs,
+                               registration=result.as_dict())
 
     def _store_transform(self, result, fixed_node, moving_node, node, grid_transform: bool):
         if node is None:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import SimpleITK as sitk
@@ -29,6 +30,9 @@ from .imaging import check_volume, guess_modality, physical_corners, shrink_to_s
 from .masks import foreground_mask
 from .resources import parameter_file
 
+if TYPE_CHECKING:
+    from .qa import QAResult
+
 ProgressCallback = Callable[[float, str], None]
 INITIALIZATIONS = ("search", "center", "none")
 STAGES = ("rigid", "affine", "deformable")
@@ -42,6 +46,7 @@ class RegistrationOptions:
     """What the pipeline does; the defaults need no tuning for CT-MR pairs."""
 
     initialization: str = "search"
+    initial_matrix: np.ndarray | None = None  # a fixed->moving 4x4 LPS start pose (e.g. landmarks): no search
     use_masks: bool = True
     accept_mirror: bool = False
     stages: tuple[str, ...] = ("rigid",)  # in order, from rigid, affine, deformable
@@ -77,6 +82,12 @@ class RegistrationResult:
     fixed_mask: sitk.Image | None = None  # foreground masks on the working grids, for inspection
     moving_mask: sitk.Image | None = None
     mask_nodes: dict = field(default_factory=dict)
+    qa: QAResult | None = None  # the quality assessment run after registration (RegistrationLogic)
+
+    @property
+    def verdict(self) -> str | None:
+        """'ok', 'check' or 'failed' from the quality assessment; None when it did not run."""
+        return self.qa.verdict if self.qa is not None else None
 
     @property
     def deformable(self) -> bool:
@@ -89,8 +100,9 @@ class RegistrationResult:
 
     def as_dict(self) -> dict:
         """The JSON form printed by `ctmr-register --json`."""
-        return {
+        report = {
             "status": self.status,
+            "verdict": self.verdict,
             "transform": self.matrix.round(9).tolist(),
             "transform_convention": "fixed->moving physical points, LPS (ITK resampling transform)",
             "deformable": self.deformable,
@@ -102,6 +114,14 @@ class RegistrationResult:
             "metrics": self.metrics,
             "warnings": self.warnings,
         }
+        if self.qa is not None:
+            report["qa"] = self.qa.as_dict()
+        return report
+
+
+def scaled_progress(progress: ProgressCallback | None, low: float, high: float) -> ProgressCallback:
+    """A callback reporting 0..1 of its own work as `low`..`high` of `progress` (which may be None)."""
+    return lambda fraction, message: _report(progress, low + (high - low) * fraction, message)
 
 
 def _report(progress: ProgressCallback | None, fraction: float, message: str) -> None:
@@ -126,7 +146,10 @@ def _mask_overlap_fraction(fixed_mask: sitk.Image, moving_mask: sitk.Image, matr
     return float(hits / max(fixed_voxels.sum(), 1))
 
 
-def _initialize(fixed, moving, modalities, options, result) -> np.ndarray:
+def _initialize(fixed, moving, modalities, options, result, start: np.ndarray | None) -> np.ndarray:
+    if start is not None:
+        result.metrics.setdefault("initialization", {"method": "given"})
+        return start
     if options.initialization == "search":
         init = initialization.search_initialization(fixed, moving, *modalities, threads=options.threads)
         result.metrics["initialization"] = init.details
@@ -189,6 +212,10 @@ def register_images(
     options = options or RegistrationOptions()
     if options.initialization not in INITIALIZATIONS:
         raise InputError(f"unknown initialisation '{options.initialization}' (use {', '.join(INITIALIZATIONS)})")
+    if options.initial_matrix is not None:
+        start = np.asarray(options.initial_matrix, dtype=float)
+        if start.shape != (4, 4) or not np.all(np.isfinite(start)) or abs(np.linalg.det(start[:3, :3])) < 1e-6:
+            raise InputError("the initial matrix must be an invertible 4x4 fixed->moving LPS matrix")
     parameters = _stage_parameters(options)
     backend = choose_backend(options.backend, options.elastix_executable)
     started = time.perf_counter()
@@ -200,7 +227,10 @@ def register_images(
     result = RegistrationResult(sitk.Transform(), sitk.Transform(), *modalities, backend=str(backend))
     stages = _StageRunner(options, parameters, backend, result.stage_seconds, progress)
     pair = (moving, fixed) if swap else (fixed, moving)
-    inputs = _align_linear(*pair, modalities, options, stages, result)
+    start = options.initial_matrix
+    if start is not None and swap:
+        start = np.linalg.inv(start)
+    inputs = _align_linear(*pair, modalities, options, stages, result, start)
     if swap:
         result.transform = sitk_from_matrix(np.linalg.inv(result.matrix))
         result.initial_transform = result.initial_transform.GetInverse()
@@ -300,7 +330,7 @@ def _use_bias_correction(options: RegistrationOptions, modality: str) -> bool:
     return modality == "MR" if options.bias_correction is None else options.bias_correction
 
 
-def _align_linear(fixed, moving, modalities, options, stages: _StageRunner, result) -> _ElastixInputs | None:
+def _align_linear(fixed, moving, modalities, options, stages: _StageRunner, result, start) -> _ElastixInputs | None:
     """Masks, initialisation, bias correction, common-region crop and the linear elastix stages.
 
     Sets result.transform; returns the cropped inputs for a later deformable stage (None when mirrored).
@@ -311,7 +341,7 @@ def _align_linear(fixed, moving, modalities, options, stages: _StageRunner, resu
     result.fixed_mask, result.moving_mask = fixed_mask, moving_mask
     stages.stop()
     stages.start("initialization", 0.1, "searching all orientations")
-    initial = _initialize(fixed, moving, modalities, options, result)
+    initial = _initialize(fixed, moving, modalities, options, result, start)
     _check_boxes_overlap(fixed, moving, initial)
     result.initial_transform = result.transform = sitk_from_matrix(initial)
     stages.stop()

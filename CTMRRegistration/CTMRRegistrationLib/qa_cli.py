@@ -25,11 +25,11 @@ import SimpleITK as sitk
 
 from . import mrml_io
 from .errors import CTMRError, InputError
-from .geometry import points_from_markups, sitk_from_volume
+from .geometry import sitk_from_volume
 from .qa import QAOptions, QAResult, assess
+from .qa_inputs import load_qa_files, segmentation_pair, target_points
 from .report import write_qa_report
 from .scene import create_headless_context
-from .segmentation_metrics import labelmap_from_node, relabel_by_name
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_CHECK = 0, 1, 2, 3
 EXIT_CODES = {"ok": EXIT_OK, "failed": EXIT_FAILED, "check": EXIT_CHECK}
@@ -67,19 +67,6 @@ def read_transform(path: Path) -> sitk.Transform:
         raise InputError(f"cannot read transform {path.name}: not an ITK transform file") from error
 
 
-def _pair(args, first: str, second: str) -> bool:
-    given = [getattr(args, first) is not None, getattr(args, second) is not None]
-    if any(given) and not all(given):
-        raise InputError(f"--{first.replace('_', '-')} and --{second.replace('_', '-')} go together")
-    return all(given)
-
-
-def _segmentation(context, path: Path):
-    if path.name.lower().endswith(".seg.nrrd"):
-        return labelmap_from_node(context, mrml_io.load_segmentation(context, path))
-    return labelmap_from_node(context, mrml_io.load_volume(context, path, labelmap=True))
-
-
 def assess_files(args) -> tuple[QAResult, dict]:
     """Load the inputs, assess, write the report when asked; the result and the files written."""
     if args.threads is not None and args.threads < 1:
@@ -89,20 +76,12 @@ def assess_files(args) -> tuple[QAResult, dict]:
     moving = sitk_from_volume(mrml_io.load_volume(context, args.moving))
     transform = read_transform(args.transform)
     backward = read_transform(args.backward_transform) if args.backward_transform else None
-    targets = {}
-    if _pair(args, "fixed_targets", "moving_targets"):
-        for role in ("fixed", "moving"):
-            targets[role] = points_from_markups(mrml_io.load_markups(context, getattr(args, f"{role}_targets")))
-    segmentations = {}
-    if _pair(args, "fixed_seg", "moving_seg"):
-        (fixed_labels, fixed_names), (moving_labels, moving_names) = (
-            _segmentation(context, args.fixed_seg), _segmentation(context, args.moving_seg))
-        segmentations = {"fixed_segmentation": fixed_labels, "segment_names": fixed_names,
-                         "moving_segmentation": relabel_by_name(moving_labels, moving_names, fixed_names)}
+    nodes = load_qa_files(context, args.fixed_targets, args.moving_targets, args.fixed_seg, args.moving_seg)
+    ground_truth = target_points(nodes.get("fixed_targets"), nodes.get("moving_targets"))
+    ground_truth |= segmentation_pair(context, nodes.get("fixed_segmentation"), nodes.get("moving_segmentation"))
     options = QAOptions(restarts=args.restarts, backward_refinement=args.backward_refinement,
                         threads=args.threads, fixed_modality=args.fixed_modality, moving_modality=args.moving_modality)
-    result = assess(fixed, moving, transform, backward, targets.get("fixed"), targets.get("moving"),
-                    options=options, **segmentations)
+    result = assess(fixed, moving, transform, backward, options=options, **ground_truth)
     outputs = {}
     if args.report:
         inputs = {name: str(getattr(args, name)) for name in ("fixed", "moving", "transform", "backward_transform",

@@ -8,7 +8,7 @@ from pathlib import Path
 import SimpleITK as sitk
 import slicer
 
-from .elastix_transforms import is_linear
+from .elastix_transforms import compose, is_linear
 from .errors import InputError
 from .geometry import set_linear_transform_node_from_sitk, sitk_from_linear_transform_node
 from .scene import MRMLContext
@@ -66,6 +66,32 @@ def sitk_from_transform_node(context: MRMLContext, node) -> sitk.Transform:
             return sitk.ReadTransform(str(path))
         except RuntimeError as error:
             raise InputError(f"'{node.GetName()}' is not an ITK transform (an inverted B-spline?)") from error
+
+
+def _own_transform(context: MRMLContext, node) -> sitk.Transform:
+    """`node`'s own resampling transform, without its parents."""
+    if node.IsLinear():
+        return sitk_from_linear_transform_node(node, world=False)
+    alone = context.scene.AddNewNodeByClass(node.GetClassName())
+    try:
+        alone.CopyContent(node)
+        alone.SetAndObserveTransformNodeID(None)
+        return sitk_from_transform_node(context, alone)
+    finally:
+        context.scene.RemoveNode(alone)
+
+
+def flatten_transform_chain(context: MRMLContext, node, name: str | None = None):
+    """A new top-level node doing what `node` and all its parent transforms do together, e.g. a landmark
+    transform placed under an intensity registration's result: exact matrix when all are linear, else one
+    composite transform (B-splines stay B-splines)."""
+    chain = [node]
+    while chain[-1].GetParentTransformNode() is not None:
+        chain.append(chain[-1].GetParentTransformNode())
+    transform = _own_transform(context, chain[0])
+    for parent in chain[1:]:
+        transform = compose(_own_transform(context, parent), transform)
+    return new_transform_node(context, transform, name or f"{node.GetName()} composed")
 
 
 def inverse_transform_node(context: MRMLContext, node, grid_reference=None):

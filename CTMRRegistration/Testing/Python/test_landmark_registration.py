@@ -7,6 +7,7 @@ import pytest
 import SimpleITK as sitk
 from conftest import move_header, p95_distance, rigid_pose
 from CTMRRegistrationLib import InputError, RegistrationOptions
+from CTMRRegistrationLib.elastix_transforms import compose
 from CTMRRegistrationLib.geometry import (
     matrix_from_sitk,
     points_from_markups,
@@ -15,7 +16,6 @@ from CTMRRegistrationLib.geometry import (
     vtk_matrix_from_numpy,
 )
 from CTMRRegistrationLib.landmark_registration import (
-    compose,
     landmarks_from_file,
     markups_points,
     register_images_from_landmarks,

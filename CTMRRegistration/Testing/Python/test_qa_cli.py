@@ -70,7 +70,7 @@ def test_unusable_input(tmp_path, capsys, reference_ct_to_mr):
     assert code == EXIT_INPUT and report["verdict"] == "error" and "not found" in report["error"]
     transform = write_transform(reference_ct_to_mr, tmp_path / "t.tfm")
     code, report = run_cli(capsys, *volumes(), "--transform", transform, "--fixed-targets", transform)
-    assert code == EXIT_INPUT and "go together" in report["error"]
+    assert code == EXIT_INPUT and "give both" in report["error"]
     (tmp_path / "garbage.tfm").write_text("not a transform")
     code, report = run_cli(capsys, *volumes(), "--transform", tmp_path / "garbage.tfm")
     assert code == EXIT_INPUT and "cannot read transform" in report["error"]
