@@ -163,6 +163,15 @@ def test_module_compiles_and_defines_the_four_slicer_classes():
     assert decorators == ["parameterNodeWrapper"]
 
 
+def test_every_library_name_the_module_imports_exists():
+    """The library changes under the module: a renamed function must fail here, not at Slicer's startup."""
+    imports = [node for node in module_tree().body
+               if isinstance(node, ast.ImportFrom) and node.module.startswith("CTMRRegistrationLib")]
+    assert imports
+    for node in imports:
+        exec(compile(ast.Module([node], []), str(MODULE_FILE), "exec"), {})
+
+
 def test_logic_is_a_thin_subclass():
     """The logic adds the parameter node only: `register` is the library's, with its signature."""
     methods = {node.name for node in classes()["CTMRRegistrationLogic"].body if isinstance(node, ast.FunctionDef)}
