@@ -7,6 +7,7 @@ library: `registrationArguments` turns the parameter node into the keyword argum
 """
 
 import hashlib
+import importlib
 import importlib.util
 import logging
 from contextlib import contextmanager
@@ -471,7 +472,10 @@ class CTMRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         self.ui.metricsTableView.setMRMLTableNode(p.metricsTable if p else None)
         self.ui.showOverlayButton.enabled = bool(p and p.fixedVolume and p.movingVolume)
-        self.ui.showCheckerboardButton.enabled = self._lastRun is not None and not self._running
+        run = self._lastRun
+        sameVolumes = run is not None and p is not None and (run.fixedVolume, run.movingVolume) == (
+            p.fixedVolume, p.movingVolume)
+        self.ui.showCheckerboardButton.enabled = sameVolumes and not self._running
         folder = optionalPath(p.reportFolder) if p else None
         self.ui.openReportButton.enabled = folder is not None and folder.is_dir()
 
@@ -501,6 +505,7 @@ class CTMRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return False
         with showErrors("Installing itk-elastix failed"):
             slicer.util.pip_install("itk-elastix")
+        importlib.invalidate_caches()
         return not needsItkElastixWheel(backend)
 
     def onApplyButton(self) -> None:
@@ -524,7 +529,7 @@ class CTMRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 except Cancelled:
                     self.ui.statusLabel.text = "Cancelled: nothing was changed."
         finally:
-            if result is None:
+            if result is None or result.transform_node is None:  # failed, cancelled or not registered (mirrored)
                 restoreChain()
             self._setRunning(False)
         if result is None:
@@ -555,7 +560,7 @@ class CTMRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if result.status == "mirrored":
             slicer.util.warningDisplay(
                 "The moving volume appears mirrored (a left-right flip in its header?), so it was not registered. "
-                "Fix the header, or tick 'Accept mirrored' under Advanced to register it anyway.")
+                "Fix the header, or tick 'Register a mirrored moving volume anyway' under Options, Advanced.")
             return
         self.onShowOverlay()
 
