@@ -1,17 +1,50 @@
-"""CT-MR Registration: a 3D Slicer scripted module. All processing lives in CTMRRegistrationLib."""
+"""CT-MR Registration: a 3D Slicer scripted module.
 
+All processing lives in CTMRRegistrationLib, which also runs without the Slicer application (on a slicer-core
+MRML scene). This file is the panel over it. Two functions are the only places where the panel meets the
+library: `registrationArguments` turns the parameter node into the keyword arguments of `register`, and
+`resultSummary` turns the result into the verdict and the rows of the metrics table.
+"""
+
+import hashlib
+import importlib
+import importlib.util
 import logging
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+import qt
 import SimpleITK as sitk
 import slicer
 import vtk
+from CTMRRegistrationLib import Cancelled, CTMRError, RegistrationLogic, resources
+from CTMRRegistrationLib.elastix_runner import find_elastix_executable
+from CTMRRegistrationLib.geometry import (
+    add_volume_from_sitk,
+    ijk_to_world_lps,
+    sitk_from_volume,
+    update_volume_from_sitk,
+)
+from CTMRRegistrationLib.logic import resample_on_fixed_grid
+from CTMRRegistrationLib.pipeline import preset_stage
+from slicer import (
+    vtkMRMLMarkupsFiducialNode,
+    vtkMRMLScalarVolumeNode,
+    vtkMRMLSegmentationNode,
+    vtkMRMLTableNode,
+    vtkMRMLTransformNode,
+)
+from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
     ScriptedLoadableModuleTest,
     ScriptedLoadableModuleWidget,
 )
+from slicer.util import VTKObservationMixin
 
 SAMPLE_DATA_ATTRIBUTION = (
     "Sample data: porcine phantom CT and T2 MR from the MRI-DIR collection of The Cancer Imaging Archive "
@@ -19,16 +52,18 @@ SAMPLE_DATA_ATTRIBUTION = (
     "for determining deformable image registration accuracy in magnetic resonance imaging. "
     "Med Phys 45(9):4315-4321, 2018. doi:10.1002/mp.13090"
 )
-REQUIRED_PACKAGES = {"scipy": "scipy", "itk": "itk-elastix"}
+SAMPLE_CATEGORY = "CT-MR Registration"
+SAMPLE_NAME = "Porcine CT and MR"
+SAMPLE_NODE_NAMES = ("PorcineCT", "PorcineMR")
+
+BIAS_CORRECTION = {"automatic": None, "on": True, "off": False}  # the panel's choice -> bias_correction
+REPORT_FILE = "report.html"  # opened by "Open report"; the folder opens when there is none yet
+CHECKERBOARD_SQUARE_MM = 20.0
 
 
-def ensure_python_packages() -> None:
-    """Install into Slicer's Python the packages the library needs that Slicer does not bundle."""
-    import importlib.util
-
-    missing = [pip_name for module, pip_name in REQUIRED_PACKAGES.items() if importlib.util.find_spec(module) is None]
-    if missing:
-        slicer.util.pip_install(" ".join(missing))
+#
+# CTMRRegistration
+#
 
 
 class CTMRRegistration(ScriptedLoadableModule):
@@ -41,85 +76,548 @@ class CTMRRegistration(ScriptedLoadableModule):
         self.parent.dependencies = ["Elastix"]
         self.parent.contributors = ["CTMRRegistration developers"]
         self.parent.helpText = (
-            "One-click CT to MR registration.<br>"
-            "1. Load a CT and an MR; either may be the fixed volume.<br>"
-            "2. The module finds the start pose itself (any orientation, large offsets), masks table and air.<br>"
-            "3. elastix refines the pose (rigid, Mattes mutual information).<br>"
-            "4. The moving volume is placed under the resulting transform; nothing is resampled.<br>"
-            "5. Save the transform: it is the ITK resampling transform (fixed to moving, LPS)."
+            "Automatic CT to MR registration.<br>"
+            "1. Choose the fixed and the moving volume; either may be the CT (try Sample Data: Porcine CT and MR).<br>"
+            "2. The start pose is found automatically (any orientation, large offsets); table and air are masked.<br>"
+            "3. elastix refines it: rigid, then optionally affine and deformable.<br>"
+            "4. The moving volume is placed under the result transform (Harden to resample it).<br>"
+            "5. Check the verdict and metrics, the overlay and the checkerboard; the report folder keeps them."
         )
         self.parent.acknowledgementText = SAMPLE_DATA_ATTRIBUTION
+        slicer.app.connect("startupCompleted()", registerSampleData)
 
 
-class CTMRRegistrationWidget(ScriptedLoadableModuleWidget):
-    """The module panel: pick fixed and moving volumes, press Register."""
+#
+# Sample data: the bundled pair, loaded from the module's Resources (no download)
+#
 
-    def setup(self):
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def registerSampleData() -> None:
+    """Add the bundled porcine CT/MR pair to the Sample Data module: one click loads both and opens this
+    module with them selected; the second click is Register."""
+    import SampleData
+
+    paths = (resources.sample_ct_path(), resources.sample_mr_path())
+    SampleData.SampleDataLogic.registerCustomSampleDataCategory(SAMPLE_CATEGORY, SAMPLE_CATEGORY)
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(
+        category=SAMPLE_CATEGORY,
+        sampleName=SAMPLE_NAME,
+        thumbnailFileName=str(resources.resources_dir() / "Icons" / "CTMRRegistrationSampleData.png"),
+        uris=[path.as_uri() for path in paths],
+        fileNames=[path.name for path in paths],
+        nodeNames=list(SAMPLE_NODE_NAMES),
+        checksums=[f"SHA256:{_sha256(path)}" for path in paths],
+        customDownloader=loadSamplePair,
+    )
+
+
+def loadSamplePair(source=None):
+    """Load the bundled pair (CT fixed, MR moving) and open this module with both selected."""
+    import SampleData
+
+    logic = SampleData.SampleDataLogic()
+    ct, mr = logic.downloadFromSource(source or logic.sourceForSampleName(SAMPLE_NAME))
+    parameterNode = CTMRRegistrationLogic().getParameterNode()
+    parameterNode.fixedVolume, parameterNode.movingVolume = ct, mr
+    slicer.util.selectModule("CTMRRegistration")
+    return [ct, mr]
+
+
+#
+# CTMRRegistrationParameterNode
+#
+
+
+@parameterNodeWrapper
+class CTMRRegistrationParameterNode:
+    """What the panel shows, saved with the scene. The .ui file's SlicerParameterName properties connect each
+    field to its widget; `registrationArguments` maps the fields to the library call.
+
+    Inputs: fixedVolume and movingVolume (either may be the CT); optional landmark lists (corresponding points),
+    target lists (points whose error is reported) and segmentations, for the quality check.
+    Options: the elastix stages, automatic initialisation (pose search; off: centres aligned), auto-crop,
+    MR bias-field correction, a custom elastix preset, harden; useMasks, acceptMirror and backend (advanced).
+    Outputs: outputTransform (created when empty), outputVolume (moving resampled on the fixed grid), the
+    verdict and the metrics table, and the report folder.
+    """
+
+    fixedVolume: vtkMRMLScalarVolumeNode
+    movingVolume: vtkMRMLScalarVolumeNode
+    fixedLandmarks: vtkMRMLMarkupsFiducialNode
+    movingLandmarks: vtkMRMLMarkupsFiducialNode
+    fixedTargets: vtkMRMLMarkupsFiducialNode
+    movingTargets: vtkMRMLMarkupsFiducialNode
+    fixedSegmentation: vtkMRMLSegmentationNode
+    movingSegmentation: vtkMRMLSegmentationNode
+
+    rigidStage: bool = True
+    affineStage: bool = False
+    deformableStage: bool = False
+    automaticInitialization: bool = True
+    autoCrop: bool = True
+    biasCorrection: Annotated[str, Choice(["automatic", "on", "off"])] = "automatic"
+    presetFile: Path
+    hardenResult: bool = False
+    useMasks: bool = True
+    acceptMirror: bool = False
+    backend: Annotated[str, Choice(["auto", "elastix", "itk-elastix"])] = "auto"
+
+    outputTransform: vtkMRMLTransformNode
+    outputVolume: vtkMRMLScalarVolumeNode
+    metricsTable: vtkMRMLTableNode
+    reportFolder: Path
+    verdict: str = ""
+
+
+def optionalPath(path) -> Path | None:
+    """A path field's value, or None when it is empty (the parameter node stores an empty path as '.')."""
+    text = str(path or "").strip()
+    return None if text in ("", ".") else Path(text)
+
+
+def registrationArguments(parameters) -> dict:
+    """The keyword arguments of CTMRRegistrationLogic.register for the panel's settings (besides the two
+    volumes, progress and cancel): the one place where parameter-node fields reach the library.
+    Landmark lists replace the automatic start pose; target lists and segmentations feed the quality check."""
+    stages = (("rigid", parameters.rigidStage), ("affine", parameters.affineStage),
+              ("deformable", parameters.deformableStage))
+    arguments = {
+        "stages": tuple(stage for stage, selected in stages if selected),
+        "initialization": "search" if parameters.automaticInitialization else "center",
+        "use_masks": parameters.useMasks,
+        "crop": parameters.autoCrop,
+        "accept_mirror": parameters.acceptMirror,
+        "bias_correction": BIAS_CORRECTION[parameters.biasCorrection],
+        "backend": parameters.backend,
+        "harden": parameters.hardenResult,
+        "output_transform_node": parameters.outputTransform,
+        "output_volume_node": parameters.outputVolume,
+        "fixed_landmarks": parameters.fixedLandmarks,
+        "moving_landmarks": parameters.movingLandmarks,
+        "fixed_targets": parameters.fixedTargets,
+        "moving_targets": parameters.movingTargets,
+        "fixed_segmentation": parameters.fixedSegmentation,
+        "moving_segmentation": parameters.movingSegmentation,
+        "report_directory": optionalPath(parameters.reportFolder),
+    }
+    preset = optionalPath(parameters.presetFile)
+    if preset is not None:
+        arguments["presets"] = {preset_stage(preset): preset}
+    return arguments
+
+
+def _formatValue(value) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_formatValue(item) for item in value)
+    return str(value)
+
+
+def _metricRows(metrics: dict, prefix: str = "") -> list[tuple[str, str]]:
+    rows = []
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            rows += _metricRows(value, f"{prefix}{key} ")
+        else:
+            rows.append((f"{prefix}{key}", _formatValue(value)))
+    return rows
+
+
+def resultSummary(result) -> tuple[str, list[tuple[str, str]]]:
+    """The verdict and the (metric, value) rows of a RegistrationResult: the one place where results reach
+    the panel. The verdict is the quality check's (ok, check, failed), else the registration status."""
+    verdict = result.verdict or result.status
+    rows = [("verdict", verdict)] + [("reason", reason) for reason in (result.qa.reasons if result.qa else [])]
+    rows += [
+        ("status", result.status),
+        ("fixed / moving modality", f"{result.fixed_modality} / {result.moving_modality}"),
+        ("elastix backend", result.backend),
+        ("total time (s)", f"{result.seconds:.1f}"),
+    ]
+    rows += [(f"time {stage} (s)", f"{seconds:.1f}") for stage, seconds in result.stage_seconds.items()]
+    rows += _metricRows(result.metrics)
+    if result.qa is not None:
+        rows += _metricRows(result.qa.metrics, "quality ")
+    rows += [("warning", warning) for warning in result.warnings]
+    return verdict, rows
+
+
+def fillMetricsTable(tableNode, rows) -> None:
+    """Replace the table's content with two text columns, Metric and Value."""
+    columns = []
+    for index, name in enumerate(("Metric", "Value")):
+        column = vtk.vtkStringArray()
+        column.SetName(name)
+        for row in rows:
+            column.InsertNextValue(row[index])
+        columns.append(column)
+    with slicer.util.NodeModify(tableNode):
+        tableNode.RemoveAllColumns()
+        for column in columns:
+            tableNode.AddColumn(column)
+        tableNode.SetLocked(True)
+
+
+def imageWithGeometry(image: sitk.Image, ijkToLps: np.ndarray) -> sitk.Image:
+    """`image`'s voxels with the geometry of a 4x4 voxel-index-to-LPS matrix."""
+    spacing = np.linalg.norm(ijkToLps[:3, :3], axis=0)
+    placed = sitk.Image(image)
+    placed.SetSpacing(spacing.tolist())
+    placed.SetDirection((ijkToLps[:3, :3] / spacing).ravel().tolist())
+    placed.SetOrigin(ijkToLps[:3, 3].tolist())
+    return placed
+
+
+def _unitRange(image: sitk.Image) -> np.ndarray:
+    array = sitk.GetArrayFromImage(image).astype(np.float32)
+    low, high = np.percentile(array[::2, ::2, ::2], [1, 99])
+    return np.clip((array - low) / max(float(high - low), 1e-6), 0.0, 1.0)
+
+
+def checkerboardImage(fixed: sitk.Image, moving: sitk.Image, squareMm: float = CHECKERBOARD_SQUARE_MM) -> sitk.Image:
+    """Squares of `squareMm` alternating between `fixed` and `moving` (on the same grid), each scaled to [0, 1]
+    between its 1st and 99th intensity percentiles so that CT and MR share one window."""
+    fixedArray, movingArray = _unitRange(fixed), _unitRange(moving)
+    squares = [(np.arange(size) * spacing // squareMm).astype(int)
+               for size, spacing in zip(fixed.GetSize(), fixed.GetSpacing())]
+    parity = (squares[2][:, None, None] + squares[1][None, :, None] + squares[0][None, None, :]) % 2
+    board = sitk.GetImageFromArray(np.where(parity == 0, fixedArray, movingArray))
+    board.CopyInformation(fixed)
+    return board
+
+
+def needsItkElastixWheel(backend: str) -> bool:
+    """True when the chosen backend can only run through the itk-elastix wheel and it is not installed."""
+    if importlib.util.find_spec("itk") is not None:
+        return False
+    return backend == "itk-elastix" or (backend == "auto" and find_elastix_executable() is None)
+
+
+@contextmanager
+def showErrors(what: str):
+    """Show an error as a one-line message box: the library's messages say what is wrong and what to do. An
+    unexpected error's traceback goes to the application log, not to the user."""
+    try:
+        yield
+    except CTMRError as error:
+        slicer.util.errorDisplay(f"{what}: {error}")
+    except Exception as error:
+        logging.exception(what)
+        slicer.util.errorDisplay(f"{what}: {error}\n\nThe application log has the details.")
+
+
+@dataclass
+class RegistrationRun:
+    """What the result buttons need from the last successful registration."""
+
+    fixedVolume: object
+    movingVolume: object
+    result: object
+    movingGeometry: np.ndarray  # the moving volume's voxel-to-LPS matrix (world) when registration started
+    hardened: bool
+
+    def movingAsRegistered(self) -> sitk.Image | None:
+        """The moving image where registration saw it, or None when hardening resampled its voxels."""
+        if self.hardened and self.result.deformable:
+            return None
+        return imageWithGeometry(sitk_from_volume(self.movingVolume, world=False), self.movingGeometry)
+
+    def alignedMovingImage(self, fixed: sitk.Image) -> sitk.Image:
+        """The moving volume resampled on the fixed grid through the result."""
+        moving = self.movingAsRegistered()
+        if moving is None:
+            return resample_on_fixed_grid(fixed, sitk_from_volume(self.movingVolume), sitk.Transform())
+        return resample_on_fixed_grid(fixed, moving, self.result.transform)
+
+
+#
+# CTMRRegistrationWidget
+#
+
+
+class CTMRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The module panel: inputs, options, outputs, Register/Cancel with progress, and the result buttons."""
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._running = False
+        self._cancelRequested = False
+        self._lastRun = None
+        self._checkerboardNode = None
+
+    def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/CTMRRegistration.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = CTMRRegistrationLogic()
-        self.ui.fixedVolumeSelector.currentNodeChanged.connect(self.updateApplyButton)
-        self.ui.movingVolumeSelector.currentNodeChanged.connect(self.updateApplyButton)
-        self.ui.applyButton.clicked.connect(self.onApply)
-        self.updateApplyButton()
 
-    def updateApplyButton(self, _node=None):
-        fixed = self.ui.fixedVolumeSelector.currentNode()
-        moving = self.ui.movingVolumeSelector.currentNode()
-        self.ui.applyButton.enabled = fixed is not None and moving is not None and fixed != moving
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
+        self.ui.showOverlayButton.connect("clicked(bool)", self.onShowOverlay)
+        self.ui.showCheckerboardButton.connect("clicked(bool)", self.onShowCheckerboard)
+        self.ui.openReportButton.connect("clicked(bool)", self.onOpenReport)
+        self._setRunning(False)
+        self.initializeParameterNode()
 
-    def onApply(self):
-        def showProgress(fraction, message):
-            self.ui.statusLabel.text = f"{fraction:.0%} {message}"
-            slicer.app.processEvents()
+    def cleanup(self) -> None:
+        self.removeObservers()
 
-        with slicer.util.tryWithErrorDisplay("Registration failed.", waitCursor=True):
-            result = self.logic.register(
-                self.ui.fixedVolumeSelector.currentNode(), self.ui.movingVolumeSelector.currentNode(),
-                progress=showProgress,
-            )
-            warnings = " ".join(result.warnings)
-            self.ui.statusLabel.text = f"{result.status} in {result.seconds:.1f} s. {warnings}"
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.setParameterNode(None)
+        self._lastRun = None
+        self._checkerboardNode = None
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        """Observe the scene's parameter node; select the first two volumes when nothing is selected."""
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.fixedVolume and not self._parameterNode.movingVolume:
+            volumes = slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
+            volumes = [volume for volume in volumes if not volume.IsA("vtkMRMLLabelMapVolumeNode")]
+            if len(volumes) >= 2:
+                self._parameterNode.fixedVolume, self._parameterNode.movingVolume = volumes[:2]
+
+    def setParameterNode(self, inputParameterNode) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            # The .ui file's SlicerParameterName properties name the field each widget shows.
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
+        self._updateButtons()
+
+    def _applyProblem(self) -> str | None:
+        """Why Register cannot run now, or None."""
+        p = self._parameterNode
+        if p is None:
+            return "No parameter node."
+        if not p.fixedVolume or not p.movingVolume:
+            return "Select the fixed and the moving volume."
+        if p.fixedVolume == p.movingVolume:
+            return "The fixed and the moving volume must differ."
+        if not (p.rigidStage or p.affineStage or p.deformableStage):
+            return "Select at least one stage."
+        return None
+
+    def _updateButtons(self, caller=None, event=None) -> None:
+        problem = self._applyProblem()
+        self.ui.applyButton.enabled = problem is None and not self._running
+        self.ui.applyButton.toolTip = problem or "Register the moving volume to the fixed volume."
+        p = self._parameterNode
+        self.ui.metricsTableView.setMRMLTableNode(p.metricsTable if p else None)
+        self.ui.showOverlayButton.enabled = bool(p and p.fixedVolume and p.movingVolume)
+        run = self._lastRun
+        sameVolumes = run is not None and p is not None and (run.fixedVolume, run.movingVolume) == (
+            p.fixedVolume, p.movingVolume)
+        self.ui.showCheckerboardButton.enabled = sameVolumes and not self._running
+        folder = optionalPath(p.reportFolder) if p else None
+        self.ui.openReportButton.enabled = folder is not None and folder.is_dir()
+
+    def _setRunning(self, running: bool) -> None:
+        self._running = running
+        self.ui.cancelButton.enabled = running
+        self.ui.progressBar.setVisible(running)
+        self.ui.progressBar.value = 0
+        self._updateButtons()
+
+    def _onProgress(self, fraction: float, message: str) -> None:
+        self.ui.progressBar.value = int(round(100 * fraction))
+        self.ui.statusLabel.text = message
+        slicer.app.processEvents()  # draws the progress and lets Cancel be clicked
+
+    def onCancelButton(self) -> None:
+        self._cancelRequested = True
+        self.ui.cancelButton.enabled = False
+        self.ui.statusLabel.text = "Cancelling..."
+
+    def _ensureElastix(self, backend: str) -> bool:
+        if not needsItkElastixWheel(backend):
+            return True
+        if not slicer.util.confirmOkCancelDisplay(
+                "No elastix executable was found (install the SlicerElastix extension). Install the itk-elastix "
+                "Python package instead (about 100 MB download)?"):
+            return False
+        with showErrors("Installing itk-elastix failed"):
+            slicer.util.pip_install("itk-elastix")
+        importlib.invalidate_caches()
+        return not needsItkElastixWheel(backend)
+
+    def onApplyButton(self) -> None:
+        """Register with progress and Cancel. After an error or a cancel the scene is as it was."""
+        p = self._parameterNode
+        if self._applyProblem() is not None or not self._ensureElastix(p.backend):
+            return
+        fixed, moving = p.fixedVolume, p.movingVolume
+        self._cancelRequested = False
+        self._setRunning(True)
+        result = None
+        try:
+            with showErrors("Registration failed"):
+                movingGeometry = ijk_to_world_lps(moving)
+                try:
+                    result = self.logic.register(
+                        fixed, moving, progress=self._onProgress, cancelled=lambda: self._cancelRequested,
+                        **registrationArguments(p),
+                    )
+                except Cancelled:
+                    self.ui.statusLabel.text = "Cancelled: nothing was changed."
+        finally:
+            self._setRunning(False)
+        if result is None:
+            if not self._cancelRequested:
+                self.ui.statusLabel.text = "Failed: nothing was changed."
+            return
+        self._lastRun = RegistrationRun(fixed, moving, result, movingGeometry, p.hardenResult)
+        self._showResult(result)
+
+    def _showResult(self, result) -> None:
+        """Store the outputs in the parameter node, fill the metrics table, show the overlay."""
+        p = self._parameterNode
+        verdict, rows = resultSummary(result)
+        with slicer.util.NodeModify(p):
+            if result.transform_node is not None:
+                p.outputTransform = result.transform_node
+            if not p.metricsTable:
+                p.metricsTable = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", "CT-MR registration metrics")
+            fillMetricsTable(p.metricsTable, rows)
+            p.verdict = verdict
+        notes = " ".join((result.qa.reasons if result.qa else []) + result.warnings)
+        self.ui.statusLabel.text = f"{verdict} in {result.seconds:.1f} s. {notes}".strip()
+        self._updateButtons()
+        if result.status == "mirrored":
+            slicer.util.warningDisplay(
+                "The moving volume appears mirrored (a left-right flip in its header?), so it was not registered. "
+                "Fix the header, or tick 'Register a mirrored moving volume anyway' under Options, Advanced.")
+            return
+        self.onShowOverlay()
+
+    def onShowOverlay(self) -> None:
+        """Fixed volume in the background, moving volume (as transformed) in the foreground at 50 %."""
+        p = self._parameterNode
+        slicer.util.setSliceViewerLayers(background=p.fixedVolume, foreground=p.movingVolume,
+                                         foregroundOpacity=0.5, fit=True)
+
+    def onShowCheckerboard(self) -> None:
+        """A volume of alternating fixed and registered moving squares on the fixed grid."""
+        run = self._lastRun
+        with showErrors("Cannot show the checkerboard"):
+            slicer.app.setOverrideCursor(qt.Qt.WaitCursor)
+            try:
+                fixed = sitk_from_volume(run.fixedVolume)
+                board = checkerboardImage(fixed, run.alignedMovingImage(fixed))
+            finally:
+                slicer.app.restoreOverrideCursor()
+            if self._checkerboardNode is None or slicer.mrmlScene.GetNodeByID(self._checkerboardNode.GetID()) is None:
+                name = slicer.mrmlScene.GenerateUniqueName(f"{run.movingVolume.GetName()} checkerboard")
+                self._checkerboardNode = add_volume_from_sitk(self.logic.context, board, name)
+            else:
+                update_volume_from_sitk(self._checkerboardNode, board)
+            displayNode = self._checkerboardNode.GetDisplayNode()
+            displayNode.SetAutoWindowLevel(False)
+            displayNode.SetWindowLevelMinMax(0.0, 1.0)
+            slicer.util.setSliceViewerLayers(background=self._checkerboardNode, foreground=None, fit=True)
+
+    def onOpenReport(self) -> None:
+        folder = optionalPath(self._parameterNode.reportFolder)
+        target = folder / REPORT_FILE if (folder / REPORT_FILE).is_file() else folder
+        qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(target)))
 
 
-class CTMRRegistrationLogic(ScriptedLoadableModuleLogic):
-    """Thin Slicer logic over CTMRRegistrationLib.RegistrationLogic (same `register` method)."""
+#
+# CTMRRegistrationLogic
+#
 
-    def __init__(self):
+
+class CTMRRegistrationLogic(ScriptedLoadableModuleLogic, RegistrationLogic):
+    """The library's RegistrationLogic on Slicer's scene, plus the module's parameter node.
+
+    `register(fixedNode, movingNode, **options)` is RegistrationLogic.register: the same call runs headless
+    on a slicer-core scene (`RegistrationLogic(create_headless_context())`), so console scripts run unchanged.
+    """
+
+    def __init__(self) -> None:
+        # ScriptedLoadableModuleLogic.__init__ calls super().__init__(), which here is RegistrationLogic's:
+        # it takes slicer.mrmlScene and the application's module logics (CTMRRegistrationLib.default_context).
         ScriptedLoadableModuleLogic.__init__(self)
-        ensure_python_packages()
-        from CTMRRegistrationLib import RegistrationLogic
+        if not hasattr(self, "context"):  # a Slicer whose ScriptedLoadableModuleLogic does not call super()
+            RegistrationLogic.__init__(self)
 
-        self._library = RegistrationLogic()
+    def getParameterNode(self) -> CTMRRegistrationParameterNode:
+        return CTMRRegistrationParameterNode(super().getParameterNode())
 
-    def register(self, fixedNode, movingNode, **options):
-        """Register movingNode to fixedNode; returns a RegistrationResult with transform_node set."""
-        return self._library.register(fixedNode, movingNode, **options)
+
+#
+# CTMRRegistrationTest
+#
 
 
 class CTMRRegistrationTest(ScriptedLoadableModuleTest):
-    """Self-test: the bundled pair, with the MR header moved by a known pose, is registered back."""
+    """Self-test in Slicer: the bundled pair from Sample Data, a known pose recovered through the logic, and
+    the panel's Register, Cancel and error paths."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
-        self.setUp()
-        self.test_RecoversKnownPose()
+        for test in (self.test_SampleDataLoadsThePair, self.test_RecoversKnownPose, self.test_PanelRegisters,
+                     self.test_PanelLeavesTheSceneUnchangedAfterErrorOrCancel):
+            self.setUp()
+            test()
+
+    def loadPair(self):
+        import SampleData
+
+        registerSampleData()
+        return SampleData.downloadSamples(SAMPLE_NAME)
+
+    def test_SampleDataLoadsThePair(self):
+        self.delayDisplay("Loading the bundled pair through Sample Data")
+        nodes = self.loadPair()
+        self.assertEqual([node.GetName() for node in nodes], list(SAMPLE_NODE_NAMES))
+        for node in nodes:
+            self.assertGreater(node.GetImageData().GetNumberOfPoints(), 0)
+        self.delayDisplay("Test passed")
 
     def test_RecoversKnownPose(self):
-        from CTMRRegistrationLib import resources
-        from CTMRRegistrationLib.geometry import sitk_from_volume, transform_points
+        """The MR header moved by a known rigid pose: the result must be the unmoved result composed with
+        the pose, within 1 mm (95th percentile over the CT object), the criterion of the headless tests."""
+        from CTMRRegistrationLib.geometry import transform_points
         from CTMRRegistrationLib.masks import ct_body_mask
 
-        self.delayDisplay("Loading the bundled porcine CT/MR pair")
-        ct = slicer.util.loadVolume(str(resources.sample_ct_path()))
-        mr = slicer.util.loadVolume(str(resources.sample_mr_path()))
+        ct, mr = self.loadPair()
         logic = CTMRRegistrationLogic()
+        self.delayDisplay("Registering the unmoved pair")
         unmoved = logic.register(ct, mr, apply_to_moving=False)
+        self.assertEqual(unmoved.status, "ok")
 
         pose = vtk.vtkTransform()
         pose.Translate(12.0, -8.0, 10.0)
@@ -128,9 +626,13 @@ class CTMRRegistrationTest(ScriptedLoadableModuleTest):
         poseNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "known pose")
         poseNode.SetMatrixTransformToParent(pose.GetMatrix())
         mr.SetAndObserveTransformNodeID(poseNode.GetID())
+        self.delayDisplay("Registering the MR moved by a known pose")
         moved = logic.register(ct, mr)
+        self.assertEqual(moved.status, "ok")
+        self.assertEqual(moved.verdict, "ok")
+        self.assertIs(mr.GetParentTransformNode(), moved.transform_node)
+        self.assertIs(moved.transform_node.GetParentTransformNode(), poseNode)
 
-        self.delayDisplay("Comparing with the expected pose")
         flip = np.diag([-1.0, -1.0, 1.0, 1.0])
         poseLps = flip @ slicer.util.arrayFromVTKMatrix(pose.GetMatrix()) @ flip
         expected = poseLps @ unmoved.matrix
@@ -140,4 +642,62 @@ class CTMRRegistrationTest(ScriptedLoadableModuleTest):
         errors = np.linalg.norm(transform_points(moved.matrix, points) - transform_points(expected, points), axis=1)
         logging.info(f"known pose recovered: p95 error {np.percentile(errors, 95):.2f} mm")
         self.assertLess(np.percentile(errors, 95), 1.0)
+        self.delayDisplay("Test passed")
+
+    def panel(self):
+        slicer.util.selectModule("CTMRRegistration")
+        widget = slicer.modules.CTMRRegistrationWidget
+        widget.initializeParameterNode()
+        return widget, widget._parameterNode
+
+    def test_PanelRegisters(self):
+        import tempfile
+
+        ct, mr = self.loadPair()
+        widget, p = self.panel()
+        p.fixedVolume, p.movingVolume = ct, mr
+        with tempfile.TemporaryDirectory() as folder:
+            p.reportFolder = Path(folder)
+            self.delayDisplay("Register from the panel")
+            widget.onApplyButton()
+            self.assertEqual(p.verdict, "ok")
+            self.assertIsNotNone(p.outputTransform)
+            self.assertIs(mr.GetParentTransformNode(), p.outputTransform)
+            self.assertGreater(p.metricsTable.GetNumberOfRows(), 3)
+            self.assertIn(">ok<", (Path(folder) / REPORT_FILE).read_text())
+            p.reportFolder = Path()
+        firstTransform = p.outputTransform
+
+        self.delayDisplay("Register again: the same transform node is reused, not stacked")
+        widget.onApplyButton()
+        self.assertIs(p.outputTransform, firstTransform)
+        self.assertIs(mr.GetParentTransformNode(), firstTransform)
+        self.assertIsNone(firstTransform.GetParentTransformNode())
+
+        widget.onShowCheckerboard()
+        self.assertIsNotNone(widget._checkerboardNode)
+        self.assertEqual(widget._checkerboardNode.GetImageData().GetDimensions(), ct.GetImageData().GetDimensions())
+        self.delayDisplay("Test passed")
+
+    def test_PanelLeavesTheSceneUnchangedAfterErrorOrCancel(self):
+        ct, mr = self.loadPair()
+        widget, p = self.panel()
+        p.fixedVolume, p.movingVolume = ct, mr
+        nodes, verdict = slicer.mrmlScene.GetNumberOfNodes(), p.verdict
+
+        self.delayDisplay("An unusable preset file: a message, no change")
+        p.presetFile = resources.sample_data_dir() / "README.md"
+        widget.onApplyButton()
+        p.presetFile = Path()
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodes)
+        self.assertIsNone(mr.GetParentTransformNode())
+        self.assertEqual(p.verdict, verdict)
+
+        self.delayDisplay("Cancel at the first progress report: no change")
+        qt.QTimer.singleShot(0, widget.ui.cancelButton.click)
+        widget.onApplyButton()
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodes)
+        self.assertIsNone(mr.GetParentTransformNode())
+        self.assertFalse(widget.ui.progressBar.visible)
+        self.assertTrue(widget.ui.applyButton.enabled)
         self.delayDisplay("Test passed")

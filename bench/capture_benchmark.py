@@ -75,11 +75,20 @@ def timed(command: list[str], stdout_path: Path | None = None) -> tuple[float, f
 Run = tuple[np.ndarray | None, float, float]  # fixed->moving matrix (None on failure), seconds, peak GB
 
 
+def moved_cases(mr: sitk.Image, count: int, seed: int, centre, work: Path):
+    """(case, pose, file) per random pose: the MR with its header moved by the pose, written into `work`."""
+    moved = work / "mr_moved.nii"
+    for case, pose in enumerate(random_poses(count, seed, centre)):
+        sitk.WriteImage(move_header(mr, pose), str(moved))
+        yield case, pose, moved
+
+
 def run_ours(fixed: Path, moving: Path, work: Path, threads: int) -> Run:
     output = work / "result.json"
     output.unlink(missing_ok=True)
     command = [sys.executable, "-m", "CTMRRegistrationLib", "--fixed", str(fixed), "--moving", str(moving),
-               "--output-transform", str(work / "ours.h5"), "--json", "--threads", str(threads)]
+               "--output-transform", str(work / "ours.h5"), "--json", "--threads", str(threads),
+               "--no-qa"]  # registration alone (qa_benchmark.py assesses the transforms itself)
     seconds, memory, status = timed(command, output)
     if status != 0 or not output.exists():
         return None, seconds, memory
@@ -162,9 +171,7 @@ def main() -> None:
     print(f"{'case':>4} {'rotation':>8} {'offset':>7} | " + " | ".join(f"{m:^24}" for m in methods))
     with tempfile.TemporaryDirectory(prefix="ctmr-bench-") as work:
         work = Path(work)
-        for case, pose in enumerate(random_poses(args.cases, args.seed, centre)):
-            moved = work / "mr_moved.nii"
-            sitk.WriteImage(move_header(mr, pose), str(moved))
+        for case, pose, moved in moved_cases(mr, args.cases, args.seed, centre, work):
             expected = pose @ reference
             runs = {"ours CT fixed": run_ours(ct_path, moved, work, args.threads)}
             backward = run_ours(moved, ct_path, work, args.threads)

@@ -42,8 +42,8 @@ from capture_benchmark import (  # noqa: E402
     SUCCESS_P95_MM,
     data_dir,
     move_header,
+    moved_cases,
     p95,
-    random_poses,
     run_generic_rigid,
     run_moments_mi,
     run_ours,
@@ -142,9 +142,7 @@ def main() -> None:
     runs, no_transform = [], 0
     with tempfile.TemporaryDirectory(prefix="ctmr-qa-bench-") as work:
         work = Path(work)
-        for case, pose in enumerate(random_poses(args.cases, args.seed, centre)):
-            moved = work / "mr_moved.nii"
-            sitk.WriteImage(move_header(mr, pose), str(moved))
+        for case, pose, moved in moved_cases(mr, args.cases, args.seed, centre, work):
             expected = pose @ reference
             cells = []
             for name, matrix in registrations(ct_path, moved, work, args.threads, not args.no_moments).items():

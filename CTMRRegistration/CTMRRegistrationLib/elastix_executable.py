@@ -112,6 +112,7 @@ def _run(command, environment, tracker: ElastixProgress, progress, cancelled) ->
         while True:
             if cancelled is not None and cancelled():
                 process.kill()
+                reader.join(timeout=5)  # let the reader see the end of the output before the pipe closes
                 raise Cancelled("registration cancelled")
             try:
                 line = lines.get(timeout=CANCEL_POLL_SECONDS)

@@ -37,20 +37,28 @@ def flip_ras_lps(matrix: np.ndarray) -> np.ndarray:
     return RAS_FROM_LPS @ matrix @ RAS_FROM_LPS
 
 
+def parent_transforms(node) -> list:
+    """The transform nodes above `node`, nearest first."""
+    chain, parent = [], node.GetParentTransformNode()
+    while parent is not None:
+        chain.append(parent)
+        parent = parent.GetParentTransformNode()
+    return chain
+
+
 def parent_to_world_matrix(node, leave_out=None) -> np.ndarray:
     """The 4x4 RAS matrix from a transformable node's local frame to world; error if non-linear.
 
     The transform node `leave_out`, when among the parents, is skipped (e.g. a registration's own output,
     which must not feed back into the next run)."""
-    matrix, parent = np.eye(4), node.GetParentTransformNode()
-    while parent is not None:
+    matrix = np.eye(4)
+    for parent in parent_transforms(node):
         if parent is not leave_out:
             if not parent.IsLinear():
                 raise InputError(f"'{node.GetName()}' is under a non-linear transform; harden it before registration")
             to_parent = vtk.vtkMatrix4x4()
             parent.GetMatrixTransformToParent(to_parent)
             matrix = numpy_from_vtk_matrix(to_parent) @ matrix
-        parent = parent.GetParentTransformNode()
     return matrix
 
 

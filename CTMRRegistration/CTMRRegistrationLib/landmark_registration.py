@@ -20,6 +20,7 @@ from .errors import InputError
 from .geometry import (
     RAS_FROM_LPS,
     labels_from_markups,
+    parent_transforms,
     points_from_markups,
     set_linear_transform_node_from_sitk,
     sitk_from_matrix,
@@ -88,18 +89,10 @@ def register_points(
     return result
 
 
-def _chain(node) -> list:
-    chain, parent = [], node.GetParentTransformNode()
-    while parent is not None:
-        chain.append(parent)
-        parent = parent.GetParentTransformNode()
-    return chain
-
-
 def markups_points(markups_node, leave_out=None) -> np.ndarray:
     """World positions (LPS, N x 3) of a markups node's control points; when the transform node `leave_out`
     is among the list's parent transforms, every parent but that one is applied."""
-    chain = _chain(markups_node)
+    chain = parent_transforms(markups_node)
     if leave_out is None or leave_out not in chain:
         return points_from_markups(markups_node)
     points = []
@@ -137,7 +130,8 @@ def register_landmarks(
         class_name = "vtkMRMLTransformNode" if kind == "tps" else "vtkMRMLLinearTransformNode"
         output_transform_node = scene.AddNewNodeByClass(
             class_name, scene.GenerateUniqueName(f"{moving_markups.GetName()} to {fixed_markups.GetName()}"))
-    inside = [node.GetName() for node in (fixed_markups, moving_markups) if output_transform_node in _chain(node)]
+    inside = [node.GetName() for node in (fixed_markups, moving_markups)
+              if output_transform_node in parent_transforms(node)]
     targets = {}
     for role, node in (("fixed", fixed_targets), ("moving", moving_targets)):
         targets[role] = None if node is None else markups_points(node, output_transform_node)

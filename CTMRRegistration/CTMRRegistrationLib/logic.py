@@ -8,7 +8,13 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from .errors import Cancelled, InputError
-from .geometry import add_volume_from_sitk, labels_from_markups, sitk_from_volume, update_volume_from_sitk
+from .geometry import (
+    add_volume_from_sitk,
+    labels_from_markups,
+    parent_transforms,
+    sitk_from_volume,
+    update_volume_from_sitk,
+)
 from .imaging import guess_modality
 from .landmark_registration import LandmarkRegistrationResult, markups_points, register_points
 from .masks import foreground_mask
@@ -28,11 +34,22 @@ from .transform_nodes import (
 QA_PROGRESS = 0.9  # the share of the progress bar the registration takes when the assessment follows
 
 
-def _top_of_transform_chain(node):
-    """The node whose parent transform is the last one above `node` (itself when untransformed)."""
-    while node.GetParentTransformNode() is not None:
-        node = node.GetParentTransformNode()
-    return node
+def _take_out_of_chain(node, transform_node) -> None:
+    """Remove `transform_node` from `node`'s chain of parent transforms (its child takes its parent), so that
+    a registration result written into it does not move the volume twice."""
+    for child, parent in zip([node] + parent_transforms(node), parent_transforms(node)):
+        if parent is transform_node:
+            child.SetAndObserveTransformNodeID(transform_node.GetTransformNodeID())
+            transform_node.SetAndObserveTransformNodeID(None)
+            return
+
+
+def _apply_on_top(node, transform_node) -> None:
+    """Put `transform_node` above the last transform of `node`'s chain (unless that would close a loop)."""
+    chain = parent_transforms(node)
+    top = chain[-1] if chain else node
+    if top is not transform_node and top not in parent_transforms(transform_node):
+        top.SetAndObserveTransformNodeID(transform_node.GetID())
 
 
 def resample_on_fixed_grid(fixed: sitk.Image, moving: sitk.Image, transform: sitk.Transform) -> sitk.Image:
@@ -130,18 +147,18 @@ class RegistrationLogic:
             return result
         if qa:
             result.qa = self._assess(result, fixed, moving, ground_truth, qa, options, progress)
+        if report_directory is not None:
+            self.write_report(report_directory, result, fixed, moving, fixed_node, moving_node)
+        if output_transform_node is not None:
+            _take_out_of_chain(moving_node, output_transform_node)
         result.transform_node = self._store_transform(result, fixed_node, moving_node, output_transform_node,
                                                       grid_transform)
         if output_volume_node is not None:
             update_volume_from_sitk(output_volume_node, resample_on_fixed_grid(fixed, moving, result.transform))
         if apply_to_moving or harden:
-            top = _top_of_transform_chain(moving_node)
-            if top is not result.transform_node:
-                top.SetAndObserveTransformNodeID(result.transform_node.GetID())
+            _apply_on_top(moving_node, result.transform_node)
         if harden:
             self.context.transforms.hardenTransform(moving_node)
-        if report_directory is not None:
-            self.write_report(report_directory, result, fixed, moving, fixed_node, moving_node)
         return result
 
     @staticmethod

@@ -48,6 +48,7 @@ class RegistrationOptions:
     initialization: str = "search"
     initial_matrix: np.ndarray | None = None  # a fixed->moving 4x4 LPS start pose (e.g. landmarks): no search
     use_masks: bool = True
+    crop: bool = True  # crop both images to the region their objects share at the start pose
     accept_mirror: bool = False
     stages: tuple[str, ...] = ("rigid",)  # in order, from rigid, affine, deformable
     presets: dict[str, Path] = field(default_factory=dict)  # stage -> elastix parameter file (default: bundled)
@@ -356,14 +357,17 @@ def _align_linear(fixed, moving, modalities, options, stages: _StageRunner, resu
             fixed, moving = (corrected, moving) if role == "fixed" else (fixed, corrected)
             stages.stop()
 
-    stages.start("crop", 0.5, "cropping to the common region")
-    fixed_box, moving_box = common_region(fixed_mask, moving_mask, initial)
-    inputs = _ElastixInputs(
-        crop_to_points(fixed, fixed_box), crop_to_points(moving, moving_box),
-        crop_to_points(fixed_mask, fixed_box), crop_to_points(moving_mask, moving_box),
-    )
-    result.metrics["cropped_sizes"] = {"fixed": list(inputs.fixed.GetSize()), "moving": list(inputs.moving.GetSize())}
-    stages.stop()
+    inputs = _ElastixInputs(fixed, moving, fixed_mask, moving_mask)
+    if options.crop:
+        stages.start("crop", 0.5, "cropping to the common region")
+        fixed_box, moving_box = common_region(fixed_mask, moving_mask, initial)
+        inputs = _ElastixInputs(
+            crop_to_points(fixed, fixed_box), crop_to_points(moving, moving_box),
+            crop_to_points(fixed_mask, fixed_box), crop_to_points(moving_mask, moving_box),
+        )
+        result.metrics["cropped_sizes"] = {"fixed": list(inputs.fixed.GetSize()),
+                                           "moving": list(inputs.moving.GetSize())}
+        stages.stop()
 
     for stage in ("rigid", "affine"):
         if stage in stages.parameters:

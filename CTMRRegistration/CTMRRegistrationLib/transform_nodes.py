@@ -10,7 +10,7 @@ import slicer
 
 from .elastix_transforms import compose, is_linear
 from .errors import InputError
-from .geometry import set_linear_transform_node_from_sitk, sitk_from_linear_transform_node
+from .geometry import parent_transforms, set_linear_transform_node_from_sitk, sitk_from_linear_transform_node
 from .scene import MRMLContext
 
 
@@ -85,11 +85,8 @@ def flatten_transform_chain(context: MRMLContext, node, name: str | None = None)
     """A new top-level node doing what `node` and all its parent transforms do together, e.g. a landmark
     transform placed under an intensity registration's result: exact matrix when all are linear, else one
     composite transform (B-splines stay B-splines)."""
-    chain = [node]
-    while chain[-1].GetParentTransformNode() is not None:
-        chain.append(chain[-1].GetParentTransformNode())
-    transform = _own_transform(context, chain[0])
-    for parent in chain[1:]:
+    transform = _own_transform(context, node)
+    for parent in parent_transforms(node):
         transform = compose(_own_transform(context, parent), transform)
     return new_transform_node(context, transform, name or f"{node.GetName()} composed")
 

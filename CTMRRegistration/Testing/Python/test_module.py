@@ -1,38 +1,435 @@
-"""What can be checked of the Slicer module without the Slicer application."""
+"""What can be checked of the Slicer module without the Slicer application.
+
+The module file imports qt and Slicer's scripted-module classes, which exist only inside Slicer, so it is read
+as source: its syntax tree, the .ui file it loads, and the CMake files that ship it. Its pure helpers (the
+mapping from the parameter node to the library call, the result summary, the metrics table, the checkerboard,
+the image helpers) are compiled out of the file and run here on a slicer-core scene.
+"""
 
 import ast
+import dataclasses
+import inspect
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from CTMRRegistrationLib import RegistrationLogic, RegistrationOptions, RegistrationResult, resources
+from CTMRRegistrationLib.elastix_runner import BACKENDS
+from CTMRRegistrationLib.errors import InputError
+from CTMRRegistrationLib.geometry import add_volume_from_sitk, sitk_from_volume
+from CTMRRegistrationLib.qa import QAResult
 
 MODULE_DIR = Path(__file__).resolve().parents[2]
 MODULE_FILE = MODULE_DIR / "CTMRRegistration.py"
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "CTMRRegistration.ui"
+PARAMETER_NODE_CLASS = "CTMRRegistrationParameterNode"
+# Parameter-node fields that the widget handles itself rather than passing to the library.
+WIDGET_FIELDS = {"fixedVolume", "movingVolume", "metricsTable", "reportFolder", "verdict"}
+
+
+# ----- reading the module file ------------------------------------------------------------------------------------
+
+
+def module_source() -> str:
+    return MODULE_FILE.read_text()
 
 
 def module_tree() -> ast.Module:
-    return ast.parse(MODULE_FILE.read_text(), filename=str(MODULE_FILE))
+    return ast.parse(module_source(), filename=str(MODULE_FILE))
 
 
-def test_module_defines_the_four_slicer_classes():
-    compile(MODULE_FILE.read_text(), str(MODULE_FILE), "exec")
-    bases = {
-        node.name: [base.id for base in node.bases if isinstance(base, ast.Name)]
-        for node in module_tree().body if isinstance(node, ast.ClassDef)
-    }
+def classes() -> dict[str, ast.ClassDef]:
+    return {node.name: node for node in module_tree().body if isinstance(node, ast.ClassDef)}
+
+
+def constant(name: str):
+    for node in module_tree().body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise KeyError(name)
+
+
+def load_definitions(*names: str) -> dict:
+    """Compile the module's top-level imports that work without the Slicer application, its constants, its
+    functions and the named classes into a namespace: the module's own code, run headless."""
+    namespace: dict = {"__name__": "CTMRRegistration_headless"}
+    body = module_tree().body
+    for node in body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            try:
+                exec(compile(ast.Module([node], []), str(MODULE_FILE), "exec"), namespace)
+            except ImportError:
+                pass  # qt, slicer.ScriptedLoadableModule, slicer.parameterNodeWrapper: Slicer application only
+    wanted = [node for node in body if isinstance(node, (ast.Assign, ast.FunctionDef))
+              or getattr(node, "name", None) in names]
+    exec(compile(ast.Module(wanted, []), str(MODULE_FILE), "exec"), namespace)
+    missing = set(names) - set(namespace)
+    assert not missing, f"not defined at the top level of the module: {missing}"
+    return namespace
+
+
+@dataclasses.dataclass
+class Field:
+    name: str
+    type: str  # 'node', 'bool', 'str', 'Path'
+    node_class: str | None = None
+    choices: list | None = None
+    default: object = None
+
+
+def parameter_fields() -> dict[str, Field]:
+    """The parameter node's fields from its class body: name, type, choices, default."""
+    fields = {}
+    for node in classes()[PARAMETER_NODE_CLASS].body:
+        if not isinstance(node, ast.AnnAssign):
+            continue
+        name, annotation = node.target.id, node.annotation
+        default = ast.literal_eval(node.value) if node.value is not None else None
+        if isinstance(annotation, ast.Subscript):  # Annotated[str, Choice([...])]
+            base, choice = annotation.slice.elts
+            assert choice.func.id == "Choice", name
+            fields[name] = Field(name, base.id, choices=ast.literal_eval(choice.args[0]), default=default)
+        elif annotation.id.startswith("vtkMRML"):
+            fields[name] = Field(name, "node", node_class=annotation.id)
+        elif annotation.id == "Path":
+            fields[name] = Field(name, "Path", default=Path())
+        else:
+            fields[name] = Field(name, annotation.id, default=default if default is not None else
+                                 {"bool": False, "str": ""}[annotation.id])
+    return fields
+
+
+def default_parameters(**changes) -> SimpleNamespace:
+    """A stand-in for the parameter node: every field at its default (nodes None), with `changes`."""
+    values = {name: field.default for name, field in parameter_fields().items()}
+    assert set(changes) <= set(values), set(changes) - set(values)
+    return SimpleNamespace(**(values | changes))
+
+
+def allowed_register_keywords() -> set[str]:
+    """What RegistrationLogic.register accepts by name: its own keywords and the RegistrationOptions fields."""
+    parameters = inspect.signature(RegistrationLogic.register).parameters
+    own = {name for name, p in parameters.items()
+           if p.kind is not inspect.Parameter.VAR_KEYWORD and name not in ("self", "fixed_node", "moving_node")}
+    return own | {f.name for f in dataclasses.fields(RegistrationOptions)}
+
+
+# ----- reading the .ui file ---------------------------------------------------------------------------------------
+
+
+def ui_root() -> ET.Element:
+    return ET.parse(UI_FILE).getroot()
+
+
+def ui_widgets() -> dict[str, ET.Element]:
+    return {w.get("name"): w for w in ui_root().iter("widget")}
+
+
+def widget_property(widget: ET.Element, name: str) -> ET.Element | None:
+    for prop in widget.findall("property"):
+        if prop.get("name") == name:
+            return prop[0]
+    return None
+
+
+def parameter_widgets() -> dict[str, ET.Element]:
+    """SlicerParameterName -> widget."""
+    found = {}
+    for widget in ui_root().iter("widget"):
+        prop = widget_property(widget, "SlicerParameterName")
+        if prop is not None:
+            assert prop.text not in found, f"two widgets for {prop.text}"
+            found[prop.text] = widget
+    return found
+
+
+# ----- the module file ---------------------------------------------------------------------------------------------
+
+
+def test_module_compiles_and_defines_the_four_slicer_classes():
+    compile(module_source(), str(MODULE_FILE), "exec")
+    bases = {name: [b.id for b in node.bases if isinstance(b, ast.Name)] for name, node in classes().items()}
     assert bases["CTMRRegistration"] == ["ScriptedLoadableModule"]
-    assert bases["CTMRRegistrationWidget"] == ["ScriptedLoadableModuleWidget"]
-    assert bases["CTMRRegistrationLogic"] == ["ScriptedLoadableModuleLogic"]
+    assert bases["CTMRRegistrationWidget"][0] == "ScriptedLoadableModuleWidget"
+    assert bases["CTMRRegistrationLogic"] == ["ScriptedLoadableModuleLogic", "RegistrationLogic"]
     assert bases["CTMRRegistrationTest"] == ["ScriptedLoadableModuleTest"]
+    imports = {alias.name: node.module for node in module_tree().body if isinstance(node, ast.ImportFrom)
+               for alias in node.names}
+    assert imports["RegistrationLogic"] == "CTMRRegistrationLib"
+    decorators = [d.id for d in classes()[PARAMETER_NODE_CLASS].decorator_list]
+    assert decorators == ["parameterNodeWrapper"]
+
+
+def test_every_library_name_the_module_imports_exists():
+    """The library changes under the module: a renamed function must fail here, not at Slicer's startup."""
+    imports = [node for node in module_tree().body
+               if isinstance(node, ast.ImportFrom) and node.module.startswith("CTMRRegistrationLib")]
+    assert imports
+    for node in imports:
+        exec(compile(ast.Module([node], []), str(MODULE_FILE), "exec"), {})
+
+
+def test_logic_is_a_thin_subclass():
+    """The logic adds the parameter node only: `register` is the library's, with its signature."""
+    methods = {node.name for node in classes()["CTMRRegistrationLogic"].body if isinstance(node, ast.FunctionDef)}
+    assert methods == {"__init__", "getParameterNode"}
+
+
+def test_module_metadata():
+    assignments = {}
+    init = next(n for n in classes()["CTMRRegistration"].body if getattr(n, "name", None) == "__init__")
+    for node in ast.walk(init):
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Attribute):
+            assignments[node.targets[0].attr] = node.value
+    assert ast.literal_eval(assignments["title"]) == "CT-MR Registration"
+    assert ast.literal_eval(assignments["categories"]) == ["Registration"]
+    assert ast.literal_eval(assignments["dependencies"]) == ["Elastix"]
+    help_text = ast.literal_eval(assignments["helpText"])
+    assert re.findall(r"<br>(\d)\. ", help_text) == ["1", "2", "3", "4", "5"]
+    assert assignments["acknowledgementText"].id == "SAMPLE_DATA_ATTRIBUTION"
+    attribution = constant("SAMPLE_DATA_ATTRIBUTION")
+    assert "10.7937/K9/TCIA.2018.3f08iejt" in attribution and "CC BY 4.0" in attribution
+
+
+def test_self_test_runs_every_test_method():
+    test_class = classes()["CTMRRegistrationTest"]
+    methods = {n.name for n in test_class.body if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")}
+    run_test = next(n for n in test_class.body if getattr(n, "name", None) == "runTest")
+    called = {n.attr for n in ast.walk(run_test) if isinstance(n, ast.Attribute) and n.attr.startswith("test_")}
+    assert {"test_RecoversKnownPose", "test_SampleDataLoadsThePair"} <= methods
+    assert called == methods
+
+
+def test_sample_data_source_files_exist():
+    namespace = load_definitions("registerSampleData")
+    assert len(namespace["SAMPLE_NODE_NAMES"]) == 2
+    assert (resources.resources_dir() / "Icons" / "CTMRRegistrationSampleData.png").is_file()
+    assert resources.sample_ct_path().is_file() and resources.sample_mr_path().is_file()
+    assert 'sampleName=SAMPLE_NAME' in module_source() and "customDownloader=loadSamplePair" in module_source()
+
+
+# ----- the .ui file ------------------------------------------------------------------------------------------------
+
+
+def test_ui_file_is_designer_xml_with_unique_names():
+    root = ui_root()
+    assert root.tag == "ui" and root.get("version") == "4.0"
+    assert root.find("class").text == "CTMRRegistration"
+    top = root.find("widget")
+    assert (top.get("class"), top.get("name")) == ("qMRMLWidget", "CTMRRegistration")
+    names = [w.get("name") for w in root.iter("widget")] + [w.get("name") for w in root.iter("layout")]
+    assert len(names) == len(set(names)), "duplicate object names"
+    declared = {c.find("class").text for c in root.iter("customwidget")}
+    used = {w.get("class") for w in root.iter("widget")}
+    assert {c for c in used if not c.startswith("Q")} <= declared
+
+
+EXPECTED_CLASSES = {
+    "applyButton": "QPushButton", "cancelButton": "QPushButton", "progressBar": "QProgressBar",
+    "statusLabel": "QLabel", "metricsTableView": "qMRMLTableView", "showOverlayButton": "QPushButton",
+    "showCheckerboardButton": "QPushButton", "openReportButton": "QPushButton",
+}
 
 
 def test_widget_names_used_by_the_module_exist_in_the_ui_file():
-    widgets = {w.get("name"): w.get("class") for w in ET.parse(UI_FILE).getroot().iter("widget")}
-    used = set(re.findall(r"self\.ui\.(\w+)", MODULE_FILE.read_text()))
+    widgets = {name: w.get("class") for name, w in ui_widgets().items()}
+    used = set(re.findall(r"\.ui\.(\w+)", module_source()))
     assert used, "the module uses no widget from the .ui file"
     assert used <= set(widgets), f"missing in the .ui file: {used - set(widgets)}"
-    assert widgets["fixedVolumeSelector"] == widgets["movingVolumeSelector"] == "qMRMLNodeComboBox"
-    assert widgets["applyButton"] == "QPushButton"
+    for name, cls in EXPECTED_CLASSES.items():
+        assert name in used and widgets[name] == cls, name
+
+
+def test_every_mrml_widget_gets_the_scene():
+    root = ui_root()
+    scene_connection = ("CTMRRegistration", "mrmlSceneChanged(vtkMRMLScene*)", "setMRMLScene(vtkMRMLScene*)")
+    connected = {c.find("receiver").text for c in root.iter("connection")
+                 if (c.find("sender").text, c.find("signal").text, c.find("slot").text) == scene_connection}
+    mrml = {name for name, w in ui_widgets().items()
+            if w.get("class").startswith("qMRML") and name != "CTMRRegistration"}
+    assert mrml == connected
+
+
+def test_slicer_parameter_names_match_the_parameter_node():
+    fields, widgets = parameter_fields(), parameter_widgets()
+    assert set(widgets) == set(fields), (
+        f"no widget: {set(fields) - set(widgets)}; no field: {set(widgets) - set(fields)}")
+
+
+def test_each_parameter_widget_can_show_its_type():
+    """The widget class is one that Slicer's parameterNodeWrapper connects to the field's type, and what the
+    .ui file shows before connection agrees with the field (node types, choices, checked state)."""
+    widgets = parameter_widgets()
+    for name, field in parameter_fields().items():
+        widget, cls = widgets[name], widgets[name].get("class")
+        if field.type == "node":
+            assert cls == "qMRMLNodeComboBox", name
+            node_types = [s.text for s in widget_property(widget, "nodeTypes")]
+            assert node_types == [field.node_class], name
+        elif field.type == "bool":
+            assert cls == "QCheckBox", name
+            assert widget_property(widget, "checked").text == str(field.default).lower(), name
+        elif field.choices is not None:
+            assert cls == "QComboBox", name
+            items = [item.find("property/string").text for item in widget.findall("item")]
+            assert items == field.choices, name
+            assert field.default in field.choices, name
+        elif field.type == "Path":
+            assert cls == "ctkPathLineEdit", name
+        else:
+            assert (field.type, cls) in (("str", "QLabel"), ("str", "QLineEdit")), name
+
+
+def test_choices_are_the_library_values():
+    fields = parameter_fields()
+    assert fields["backend"].choices == list(BACKENDS)
+    assert list(constant("BIAS_CORRECTION")) == fields["biasCorrection"].choices
+
+
+# ----- the one place where the panel calls the library -------------------------------------------------------------
+
+
+def register_calls() -> list[ast.Call]:
+    widget = classes()["CTMRRegistrationWidget"]
+    return [node for node in ast.walk(widget) if isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute) and node.func.attr == "register"]
+
+
+def test_the_widget_calls_register_once_with_registration_arguments():
+    calls = register_calls()
+    assert len(calls) == 1
+    call = calls[0]
+    assert ast.unparse(call.func) == "self.logic.register"
+    named = {k.arg for k in call.keywords if k.arg is not None}
+    assert named <= allowed_register_keywords(), named - allowed_register_keywords()
+    spread = [ast.unparse(k.value) for k in call.keywords if k.arg is None]
+    assert spread == ["registrationArguments(p)"]
+
+
+def test_registration_arguments_are_register_keywords():
+    registration_arguments = load_definitions("registrationArguments")["registrationArguments"]
+    allowed = allowed_register_keywords()
+    preset = resources.parameter_file("Affine")
+    variants = [
+        default_parameters(),
+        default_parameters(affineStage=True, deformableStage=True, automaticInitialization=False,
+                           biasCorrection="off", backend="itk-elastix", hardenResult=True, useMasks=False),
+        default_parameters(affineStage=True, presetFile=preset),
+    ]
+    for parameters in variants:
+        arguments = registration_arguments(parameters)
+        assert set(arguments) <= allowed, set(arguments) - allowed
+        options = {k: v for k, v in arguments.items() if k in {f.name for f in dataclasses.fields(RegistrationOptions)}}
+        RegistrationOptions(**options)
+    defaults = registration_arguments(variants[0])
+    assert defaults["stages"] == ("rigid",)
+    assert defaults["initialization"] == "search" and defaults["bias_correction"] is None
+    assert "presets" not in defaults and defaults["crop"] is True and defaults["report_directory"] is None
+    assert defaults["fixed_landmarks"] is None and defaults["moving_segmentation"] is None
+    assert registration_arguments(variants[1])["stages"] == ("rigid", "affine", "deformable")
+    assert registration_arguments(variants[1])["initialization"] == "center"
+    assert registration_arguments(variants[2])["presets"] == {"affine": preset}
+
+
+def test_a_bad_preset_is_an_input_error():
+    registration_arguments = load_definitions("registrationArguments")["registrationArguments"]
+    with pytest.raises(InputError):
+        registration_arguments(default_parameters(presetFile=resources.sample_data_dir() / "README.md"))
+
+
+def test_every_parameter_reaches_the_library_or_is_handled_by_the_widget():
+    function = next(n for n in module_tree().body if getattr(n, "name", None) == "registrationArguments")
+    passed = {n.attr for n in ast.walk(function) if isinstance(n, ast.Attribute)
+              and isinstance(n.value, ast.Name) and n.value.id == "parameters"}
+    fields = set(parameter_fields())
+    assert WIDGET_FIELDS <= fields
+    assert passed | WIDGET_FIELDS == fields, fields - (passed | WIDGET_FIELDS)
+    for name in WIDGET_FIELDS:
+        assert re.search(rf"\bp\.{name}\b", module_source()), f"the widget never uses {name}"
+
+
+def test_empty_paths_are_none():
+    optional_path = load_definitions("optionalPath")["optionalPath"]
+    assert optional_path(Path()) is None and optional_path("") is None and optional_path(None) is None
+    assert optional_path(Path("/tmp/x")) == Path("/tmp/x")
+
+
+# ----- results ------------------------------------------------------------------------------------------------------
+
+
+def sample_result() -> RegistrationResult:
+    return RegistrationResult(
+        sitk.Transform(), sitk.Transform(), "CT", "MR", seconds=12.34, backend="elastix",
+        stage_seconds={"initialization": 3.0, "rigid": 4.5},
+        metrics={"foreground_overlap": 0.91234, "initialization": {"score": 1.5, "cues": {"dice": 0.8}},
+                 "cropped_sizes": {"fixed": [10, 20, 30]}, "mirrored": False},
+        warnings=["something to check"],
+        qa=QAResult("check", ["edges disagree"], {"edge_alignment": 1.2, "restarts": {"spread_mm": 0.5}}),
+    )
+
+
+def test_result_summary_rows():
+    summary = load_definitions("resultSummary")["resultSummary"]
+    verdict, rows = summary(sample_result())
+    table = dict(rows)
+    assert verdict == "check" and rows[0] == ("verdict", "check") and table["reason"] == "edges disagree"
+    assert table["quality edge_alignment"] == "1.2" and table["quality restarts spread_mm"] == "0.5"
+    assert table["status"] == "ok" and table["fixed / moving modality"] == "CT / MR"
+    assert table["total time (s)"] == "12.3" and table["time rigid (s)"] == "4.5"
+    assert table["foreground_overlap"] == "0.9123"
+    assert table["initialization cues dice"] == "0.8"
+    assert table["cropped_sizes fixed"] == "10, 20, 30"
+    assert table["mirrored"] == "no" and table["warning"] == "something to check"
+    assert all(isinstance(name, str) and isinstance(value, str) for name, value in rows)
+
+
+def test_metrics_table_on_a_slicer_core_scene(context):
+    namespace = load_definitions("resultSummary", "fillMetricsTable")
+    table = context.scene.AddNewNodeByClass("vtkMRMLTableNode", "metrics")
+    _, rows = namespace["resultSummary"](sample_result())
+    namespace["fillMetricsTable"](table, rows)
+    namespace["fillMetricsTable"](table, rows)  # refilled, not appended
+    assert table.GetNumberOfColumns() == 2 and table.GetNumberOfRows() == len(rows)
+    assert table.GetColumnName(0) == "Metric" and table.GetCellText(0, 1) == "check"
+    assert table.GetLocked()
+
+
+def test_checkerboard_alternates_squares():
+    checkerboard = load_definitions("checkerboardImage")["checkerboardImage"]
+    fixed = sitk.Image([40, 30, 20], sitk.sitkFloat32) + 0.0
+    fixed.SetSpacing([2.0, 2.0, 2.0])
+    fixed.SetOrigin([5.0, -3.0, 1.0])
+    ramp = sitk.GetImageFromArray(np.linspace(0, 1, 40 * 30 * 20, dtype=np.float32).reshape(20, 30, 40))
+    ramp.CopyInformation(fixed)
+    fixed_image, moving_image = ramp, 1000.0 - 1000.0 * ramp  # different ranges, scaled to [0, 1] each
+    board = checkerboard(fixed_image, moving_image, squareMm=10.0)
+    assert board.GetSize() == fixed.GetSize() and board.GetOrigin() == fixed.GetOrigin()
+    array = sitk.GetArrayFromImage(board)
+    assert 0.0 <= array.min() and array.max() <= 1.0
+    f, m = sitk.GetArrayFromImage(fixed_image), sitk.GetArrayFromImage(moving_image)
+    assert np.isclose(array[0, 0, 0], np.clip((f[0, 0, 0] - np.percentile(f[::2, ::2, ::2], 1))
+                                              / np.ptp(np.percentile(f[::2, ::2, ::2], [1, 99])), 0, 1))
+    # voxel x = 5 (10 mm) starts the next square: the source flips from fixed to moving
+    assert np.isclose(array[0, 0, 5], np.clip((m[0, 0, 5] - np.percentile(m[::2, ::2, ::2], 1))
+                                              / np.ptp(np.percentile(m[::2, ::2, ::2], [1, 99])), 0, 1))
+
+
+def test_image_with_geometry_places_the_voxels(context, sample_ct):
+    image_with_geometry = load_definitions("imageWithGeometry")["imageWithGeometry"]
+    from CTMRRegistrationLib.geometry import ijk_to_world_lps
+
+    node = add_volume_from_sitk(context, sample_ct, "CT")
+    placed = image_with_geometry(sitk_from_volume(node, world=False), ijk_to_world_lps(node))
+    np.testing.assert_allclose(placed.GetOrigin(), sample_ct.GetOrigin(), atol=1e-6)
+    np.testing.assert_allclose(placed.GetDirection(), sample_ct.GetDirection(), atol=1e-9)
+    np.testing.assert_allclose(placed.GetSpacing(), sample_ct.GetSpacing(), atol=1e-9)
+
+
+# ----- build files -------------------------------------------------------------------------------------------------
 
 
 def cmake_listed_files() -> set[str]:
@@ -49,9 +446,16 @@ def test_cmake_lists_every_library_file_and_resource():
     assert listed - shipped == set(), "listed in CMakeLists.txt but absent"
 
 
+def test_cmake_registers_the_self_test():
+    text = (MODULE_DIR / "CMakeLists.txt").read_text()
+    assert re.search(r"slicer_add_python_unittest\(SCRIPT \$\{MODULE_NAME\}\.py\)", text)
+    assert "slicerMacroBuildScriptedModule(" in text and "WITH_GENERIC_TESTS" in text
+
+
 def test_extension_metadata():
     text = (MODULE_DIR.parent / "CMakeLists.txt").read_text()
     for key in ("HOMEPAGE", "CATEGORY", "CONTRIBUTORS", "DESCRIPTION", "ICONURL", "SCREENSHOTURLS", "DEPENDS"):
         assert re.search(rf"set\(EXTENSION_{key} \"[^\"]+\"\)", text), key
     assert 'set(EXTENSION_DEPENDS "SlicerElastix")' in text
     assert "add_subdirectory(CTMRRegistration)" in text
+    assert "find_package(Slicer REQUIRED)" in text and "include(${Slicer_EXTENSION_CPACK})" in text
