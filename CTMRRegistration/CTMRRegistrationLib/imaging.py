@@ -48,8 +48,12 @@ def resample_isotropic(image: sitk.Image, spacing_mm: float, default_value: floa
     """Smooth and resample to an isotropic grid covering the same physical box."""
     image = shrink_to_spacing(sitk.Cast(image, sitk.sitkFloat32), spacing_mm / 2)
     sigmas = [max(0.0, (spacing_mm**2 - s**2) / 4) ** 0.5 for s in image.GetSpacing()]
-    if max(sigmas) > 0:
-        image = sitk.SmoothingRecursiveGaussian(image, sigmas)
+    for axis, sigma in enumerate(sigmas):  # axis by axis: already coarser axes (thick slices) are left alone
+        if sigma > 0:
+            smoothing = sitk.RecursiveGaussianImageFilter()
+            smoothing.SetDirection(axis)
+            smoothing.SetSigma(sigma)
+            image = smoothing.Execute(image)
     size = [max(2, int(round(n * s / spacing_mm))) for n, s in zip(image.GetSize(), image.GetSpacing())]
     if default_value is None:
         default_value = float(np.min(sitk.GetArrayViewFromImage(image)))

@@ -111,3 +111,14 @@ def test_deformable_transform_gets_jacobian_statistics(sample_ct, sample_mr, ref
     result = assess(sample_ct, sample_mr, spline, options=OPTIONS)
     assert result.metrics["folding_percent"] == 0.0 and 0.9 < result.metrics["jacobian_mean"] < 1.1
     assert "restart_drift_mm" not in result.metrics and result.verdict == "ok", result.reasons
+
+
+def test_thick_slices_are_assessed(sample_ct, sample_mr, reference_ct_to_mr):
+    """A clinical MR grid: 1 mm in-plane, 3 mm slices, coarser than the 2 mm QA grid along one axis only."""
+    spacing = (1.0, 1.0, 3.0)
+    size = [int(n * s / t) for n, s, t in zip(sample_mr.GetSize(), sample_mr.GetSpacing(), spacing)]
+    thick = sitk.Resample(sample_mr, size, sitk.Transform(), sitk.sitkLinear, sample_mr.GetOrigin(), spacing,
+                          sample_mr.GetDirection())
+    result = assess(sample_ct, thick, reference_ct_to_mr, options=QAOptions(restarts=0, threads=2))
+    assert result.verdict == "ok", result.reasons
+    assert result.metrics["edge_alignment"] > 1.7
