@@ -148,7 +148,8 @@ class RegistrationLogic:
         if qa:
             result.qa = self._assess(result, fixed, moving, ground_truth, qa, options, progress)
         if report_directory is not None:
-            self.write_report(report_directory, result, fixed, moving, fixed_node, moving_node)
+            parameters = {name: value for name, value in options.items() if not callable(value)}
+            self.write_report(report_directory, result, fixed, moving, fixed_node, moving_node, parameters)
         if output_transform_node is not None:
             _take_out_of_chain(moving_node, output_transform_node)
         result.transform_node = self._store_transform(result, fixed_node, moving_node, output_transform_node,
@@ -182,11 +183,13 @@ class RegistrationLogic:
         report_progress(1.0, f"done: verdict {assessment.verdict}")
         return assessment
 
-    def write_report(self, directory, result: RegistrationResult, fixed, moving, fixed_node, moving_node) -> Path:
+    @staticmethod
+    def write_report(directory, result: RegistrationResult, fixed: sitk.Image, moving: sitk.Image, fixed_node,
+                     moving_node, parameters: dict | None = None) -> Path:
         """The HTML report of an assessed registration (pictures before: the headers as they were)."""
         inputs = {"fixed": fixed_node.GetName(), "moving": moving_node.GetName()}
         return write_qa_report(directory, fixed, moving, result.transform, result.qa, inputs=inputs,
-                               registration=result.as_dict())
+                               parameters=parameters, registration=result.as_dict())
 
     def _store_transform(self, result, fixed_node, moving_node, node, grid_transform: bool):
         if node is None:
