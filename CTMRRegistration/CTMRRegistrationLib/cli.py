@@ -168,9 +168,8 @@ def register_files(args) -> tuple[RegistrationResult, dict]:
         reference = add_volume_from_sitk(context, result.moving_mask, "inverse grid") if result.deformable else None
         inverse = logic.inverse_transform_node(result.transform_node, reference)
         outputs["inverse_transform"] = str(mrml_io.save_node(context, inverse, args.output_inverse_transform))
-    fixed, moving = sitk_from_volume(fixed_node), sitk_from_volume(moving_node)
     if args.output_elastix_transform:
-        written = write_elastix_transform(result.transform, fixed, args.output_elastix_transform)
+        written = write_elastix_transform(result.transform, sitk_from_volume(fixed_node), args.output_elastix_transform)
         outputs["elastix_transform"] = str(written[-1])
     if resampled_node is not None:
         outputs["volume"] = str(mrml_io.save_node(context, resampled_node, args.output_volume))
@@ -179,7 +178,8 @@ def register_files(args) -> tuple[RegistrationResult, dict]:
     if args.overlay:
         rows = {"before": result.initial_transform if args.init == "none" else sitk.Transform(),
                 "after": result.transform}
-        outputs["overlay"] = str(write_overlay_png(args.overlay, fixed, moving, rows))
+        images = sitk_from_volume(fixed_node), sitk_from_volume(moving_node)
+        outputs["overlay"] = str(write_overlay_png(args.overlay, *images, rows))
     return result, outputs
 
 
