@@ -20,16 +20,6 @@ import qt
 import SimpleITK as sitk
 import slicer
 import vtk
-from CTMRRegistrationLib import Cancelled, CTMRError, RegistrationLogic, resources
-from CTMRRegistrationLib.elastix_runner import find_elastix_executable
-from CTMRRegistrationLib.geometry import (
-    add_volume_from_sitk,
-    ijk_to_world_lps,
-    sitk_from_volume,
-    update_volume_from_sitk,
-)
-from CTMRRegistrationLib.logic import resample_on_fixed_grid
-from CTMRRegistrationLib.pipeline import preset_stage
 from slicer import (
     vtkMRMLMarkupsFiducialNode,
     vtkMRMLScalarVolumeNode,
@@ -45,6 +35,18 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
+
+from CTMRRegistrationLib import Cancelled, CTMRError, RegistrationLogic
+from CTMRRegistrationLib.core import resources
+from CTMRRegistrationLib.elastix.backends import find_elastix_executable
+from CTMRRegistrationLib.mrml.logic import resample_on_fixed_grid
+from CTMRRegistrationLib.mrml.nodes import (
+    add_volume_from_sitk,
+    ijk_to_world_lps,
+    sitk_from_volume,
+    update_volume_from_sitk,
+)
+from CTMRRegistrationLib.registration.pipeline import preset_stage
 
 SAMPLE_DATA_ATTRIBUTION = (
     "Sample data: porcine phantom CT and T2 MR from the MRI-DIR collection of The Cancer Imaging Archive "
@@ -610,8 +612,8 @@ class CTMRRegistrationTest(ScriptedLoadableModuleTest):
     def test_RecoversKnownPose(self):
         """The MR header moved by a known rigid pose: the result must be the unmoved result composed with
         the pose, within 1 mm (95th percentile over the CT object), the criterion of the headless tests."""
-        from CTMRRegistrationLib.geometry import transform_points
-        from CTMRRegistrationLib.masks import ct_body_mask
+        from CTMRRegistrationLib.core.geometry import transform_points
+        from CTMRRegistrationLib.core.masks import ct_body_mask
 
         ct, mr = self.loadPair()
         logic = CTMRRegistrationLogic()

@@ -23,13 +23,14 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from CTMRRegistrationLib.elastix_parameters import read_parameter_file
-from CTMRRegistrationLib.elastix_runner import find_elastix_executable
-from CTMRRegistrationLib.elastix_transforms import sitk_from_transform_map
-from CTMRRegistrationLib.geometry import matrix_from_sitk, transform_points
-from CTMRRegistrationLib.imaging import shrink_to_spacing
-from CTMRRegistrationLib.masks import ct_body_mask
 from scipy.spatial.transform import Rotation
+
+from CTMRRegistrationLib.core.geometry import matrix_from_sitk, transform_points
+from CTMRRegistrationLib.core.imaging import shrink_to_spacing
+from CTMRRegistrationLib.core.masks import ct_body_mask
+from CTMRRegistrationLib.elastix.backends import find_elastix_executable
+from CTMRRegistrationLib.elastix.parameters import read_parameter_file
+from CTMRRegistrationLib.elastix.transforms import sitk_from_transform_map
 
 HERE = Path(__file__).resolve().parent
 SUCCESS_P95_MM = 5.0

@@ -21,12 +21,13 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 from capture_benchmark import HERE, data_dir, move_header, timed
-from CTMRRegistrationLib.elastix_parameters import read_parameter_file, write_parameter_file
-from CTMRRegistrationLib.elastix_runner import find_elastix_executable
-from CTMRRegistrationLib.elastix_transforms import sitk_from_transform_map
-from CTMRRegistrationLib.geometry import matrix_from_sitk, transform_points
-from CTMRRegistrationLib.masks import ct_body_mask
 from scipy.spatial.transform import Rotation
+
+from CTMRRegistrationLib.core.geometry import matrix_from_sitk, transform_points
+from CTMRRegistrationLib.core.masks import ct_body_mask
+from CTMRRegistrationLib.elastix.backends import find_elastix_executable
+from CTMRRegistrationLib.elastix.parameters import read_parameter_file, write_parameter_file
+from CTMRRegistrationLib.elastix.transforms import sitk_from_transform_map
 
 TARGET_SECONDS = {"rigid": 10.0, "deformable": 60.0}
 OBJECT_CENTRE = np.array([-15.6, 5.5, -8.9])  # LPS centroid of the CT object mask, mm

@@ -32,14 +32,15 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from CTMRRegistrationLib import resources
-from CTMRRegistrationLib.geometry import matrix_from_sitk
-from CTMRRegistrationLib.imaging import resample_isotropic, shrink_to_spacing
-from CTMRRegistrationLib.masks import ct_body_mask
-from CTMRRegistrationLib.qa import QAOptions, assess
-from CTMRRegistrationLib.qa_images import QA_SPACING_MM
-from CTMRRegistrationLib.verdict import LIMITS
 from scipy.spatial.transform import Rotation
+
+from CTMRRegistrationLib.core import resources
+from CTMRRegistrationLib.core.geometry import matrix_from_sitk
+from CTMRRegistrationLib.core.imaging import resample_isotropic, shrink_to_spacing
+from CTMRRegistrationLib.core.masks import ct_body_mask
+from CTMRRegistrationLib.qa.assess import QAOptions, assess
+from CTMRRegistrationLib.qa.images import QA_SPACING_MM
+from CTMRRegistrationLib.qa.verdict import LIMITS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from capture_benchmark import (  # noqa: E402

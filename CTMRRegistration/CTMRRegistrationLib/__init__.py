@@ -1,23 +1,40 @@
-"""CTMRRegistration library: CT-MR registration on MRML nodes and SimpleITK images, no Qt needed."""
+"""CTMRRegistration library: CT-MR registration on MRML nodes and SimpleITK images, no Qt needed.
 
-__version__ = "0.1.0"  # before the imports: the report module reads it
+Layers, each importing only those before it: `core` (pure), `elastix`, `registration`, `landmarks`, `qa`,
+`mrml` (slicer-core scene and nodes), `apps` (command lines). The names below load on first use, so that
+importing a pure module does not load vtk or MRML.
+"""
 
-from .errors import Cancelled, CTMRError, InputError, NoOverlapError, RegistrationError
-from .logic import RegistrationLogic
-from .pipeline import RegistrationOptions, RegistrationResult, register_images
-from .scene import MRMLContext, create_headless_context, default_context
+from __future__ import annotations
 
-__all__ = [
-    "Cancelled",
-    "CTMRError",
-    "InputError",
-    "MRMLContext",
-    "NoOverlapError",
-    "RegistrationError",
-    "RegistrationLogic",
-    "RegistrationOptions",
-    "RegistrationResult",
-    "create_headless_context",
-    "default_context",
-    "register_images",
-]
+import importlib
+
+from .core.resources import VERSION as __version__
+
+_EXPORTS = {
+    "Cancelled": ".core.errors",
+    "CTMRError": ".core.errors",
+    "InputError": ".core.errors",
+    "NoOverlapError": ".core.errors",
+    "RegistrationError": ".core.errors",
+    "RegistrationOptions": ".registration.pipeline",
+    "RegistrationResult": ".registration.pipeline",
+    "register_images": ".registration.pipeline",
+    "RegistrationLogic": ".mrml.logic",
+    "MRMLContext": ".mrml.scene",
+    "create_headless_context": ".mrml.scene",
+    "default_context": ".mrml.scene",
+    "resources": ".core.resources",
+    "mrml_io": ".mrml.node_io",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = importlib.import_module(_EXPORTS[name], __name__)
+    value = module if name in ("resources", "mrml_io") else getattr(module, name)
+    globals()[name] = value
+    return value

@@ -1,5 +1,5 @@
 """`python -m CTMRRegistrationLib` is `ctmr-register`."""
 
-from .cli import main
+from .apps.register_cli import main
 
 raise SystemExit(main())

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from CTMRRegistrationLib import resources
-from CTMRRegistrationLib.geometry import matrix_from_sitk, transform_points
-from CTMRRegistrationLib.masks import ct_body_mask
-from CTMRRegistrationLib.scene import create_headless_context
 from scipy.spatial.transform import Rotation
+
+from CTMRRegistrationLib.core import resources
+from CTMRRegistrationLib.core.geometry import matrix_from_sitk, transform_points
+from CTMRRegistrationLib.core.masks import ct_body_mask
+from CTMRRegistrationLib.mrml.scene import create_headless_context
 
 
 @pytest.fixture

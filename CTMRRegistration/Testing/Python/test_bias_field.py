@@ -2,8 +2,9 @@
 
 import numpy as np
 import SimpleITK as sitk
-from CTMRRegistrationLib.bias_field import correct_bias_field
-from CTMRRegistrationLib.masks import mr_foreground_mask
+
+from CTMRRegistrationLib.core.masks import mr_foreground_mask
+from CTMRRegistrationLib.registration.bias_field import correct_bias_field
 
 
 def test_known_bias_field_is_removed(sample_mr):

@@ -6,6 +6,7 @@ tens of millimetres off). Poses include 180 degrees about each axis, 90-degree c
 import numpy as np
 import pytest
 from conftest import move_header, p95_distance, rigid_pose
+
 from CTMRRegistrationLib import RegistrationOptions, register_images
 
 OPTIONS = RegistrationOptions(threads=2)

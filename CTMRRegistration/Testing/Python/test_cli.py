@@ -7,9 +7,10 @@ import sys
 import numpy as np
 import SimpleITK as sitk
 from conftest import p95_distance
-from CTMRRegistrationLib import resources
-from CTMRRegistrationLib.cli import EXIT_FAILED, EXIT_INPUT, main
-from CTMRRegistrationLib.geometry import matrix_from_sitk
+
+from CTMRRegistrationLib.apps.register_cli import EXIT_FAILED, EXIT_INPUT, main
+from CTMRRegistrationLib.core import resources
+from CTMRRegistrationLib.core.geometry import matrix_from_sitk
 
 
 def test_demo_writes_outputs_and_json(tmp_path, capsys, reference_ct_to_mr, ct_object_points, sample_ct):

@@ -3,8 +3,9 @@
 import numpy as np
 import SimpleITK as sitk
 from conftest import move_header, rigid_pose
-from CTMRRegistrationLib.common_region import common_region, crop_to_points
-from CTMRRegistrationLib.masks import ct_body_mask, mr_foreground_mask
+
+from CTMRRegistrationLib.core.masks import ct_body_mask, mr_foreground_mask
+from CTMRRegistrationLib.registration.common_region import common_region, crop_to_points
 
 
 def test_crop_keeps_voxels_at_their_physical_positions(sample_ct):

@@ -7,14 +7,15 @@ import time
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from CTMRRegistrationLib.elastix_job import ElastixJob
-from CTMRRegistrationLib.elastix_parameters import read_parameter_file
-from CTMRRegistrationLib.elastix_progress import ElastixProgress
-from CTMRRegistrationLib.elastix_runner import find_elastix_executable, run_elastix
-from CTMRRegistrationLib.elastix_transforms import sitk_from_transform_map
-from CTMRRegistrationLib.errors import Cancelled, InputError
-from CTMRRegistrationLib.geometry import matrix_from_sitk
-from CTMRRegistrationLib.resources import parameter_file
+
+from CTMRRegistrationLib.core.errors import Cancelled, InputError
+from CTMRRegistrationLib.core.geometry import matrix_from_sitk
+from CTMRRegistrationLib.core.resources import parameter_file
+from CTMRRegistrationLib.elastix.backends import find_elastix_executable, run_elastix
+from CTMRRegistrationLib.elastix.job import ElastixJob
+from CTMRRegistrationLib.elastix.parameters import read_parameter_file
+from CTMRRegistrationLib.elastix.progress import ElastixProgress
+from CTMRRegistrationLib.elastix.transforms import sitk_from_transform_map
 
 needs_executable = pytest.mark.skipif(shutil.which("elastix") is None, reason="no elastix executable on PATH")
 
@@ -57,7 +58,7 @@ def test_cancel_stops_elastix():
 
 
 def test_itk_elastix_wheel_recovers_the_same_shift():
-    from CTMRRegistrationLib.itk_elastix_backend import run_itk_elastix
+    from CTMRRegistrationLib.elastix.wheel import run_itk_elastix
 
     translation = matrix_from_sitk(sitk_from_transform_map(run_itk_elastix(shift_job())[0]))[:3, 3]
     np.testing.assert_allclose(translation, [6.0, -4.0, 3.0], atol=0.5)
@@ -84,8 +85,8 @@ def test_progress_follows_maps_resolutions_and_iterations():
 
 
 def test_itk_elastix_wheel_refuses_the_bending_energy_penalty_it_crashes_on():
-    from CTMRRegistrationLib.errors import RegistrationError
-    from CTMRRegistrationLib.itk_elastix_backend import run_itk_elastix
+    from CTMRRegistrationLib.core.errors import RegistrationError
+    from CTMRRegistrationLib.elastix.wheel import run_itk_elastix
 
     job = ElastixJob(blob(), blob((3.0, 0.0, 0.0)), [read_parameter_file(parameter_file("Deformable"))])
     with pytest.raises(RegistrationError, match="bending-energy"):

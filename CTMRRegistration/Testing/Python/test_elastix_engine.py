@@ -7,18 +7,20 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from conftest import move_header, rigid_pose
-from CTMRRegistrationLib import RegistrationOptions, register_images, resources
-from CTMRRegistrationLib.cli import main
-from CTMRRegistrationLib.elastix_export import write_elastix_transform
-from CTMRRegistrationLib.elastix_job import ElastixJob
-from CTMRRegistrationLib.elastix_parameters import read_parameter_file, write_parameter_file
-from CTMRRegistrationLib.elastix_runner import ITK_ELASTIX, choose_backend, run_elastix
-from CTMRRegistrationLib.elastix_transforms import linear_transform_map, sitk_from_transform_map
-from CTMRRegistrationLib.errors import InputError
-from CTMRRegistrationLib.geometry import matrix_from_sitk, transform_points
-from CTMRRegistrationLib.logic import resample_on_fixed_grid
-from CTMRRegistrationLib.masks import ct_body_mask, foreground_mask
-from CTMRRegistrationLib.transform_nodes import inverse_transform_node, new_transform_node
+
+from CTMRRegistrationLib import RegistrationOptions, register_images
+from CTMRRegistrationLib.apps.register_cli import main
+from CTMRRegistrationLib.core import resources
+from CTMRRegistrationLib.core.errors import InputError
+from CTMRRegistrationLib.core.geometry import matrix_from_sitk, transform_points
+from CTMRRegistrationLib.core.masks import ct_body_mask, foreground_mask
+from CTMRRegistrationLib.elastix.backends import ITK_ELASTIX, choose_backend, run_elastix
+from CTMRRegistrationLib.elastix.export import write_elastix_transform
+from CTMRRegistrationLib.elastix.job import ElastixJob
+from CTMRRegistrationLib.elastix.parameters import read_parameter_file, write_parameter_file
+from CTMRRegistrationLib.elastix.transforms import linear_transform_map, sitk_from_transform_map
+from CTMRRegistrationLib.mrml.logic import resample_on_fixed_grid
+from CTMRRegistrationLib.mrml.transform_nodes import inverse_transform_node, new_transform_node
 
 needs_executable = pytest.mark.skipif(shutil.which("elastix") is None, reason="no elastix executable on PATH")
 

@@ -5,22 +5,21 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import vtk
-from CTMRRegistrationLib.elastix_parameters import format_parameter_map, read_parameter_file
-from CTMRRegistrationLib.elastix_transforms import linear_transform_map, sitk_from_transform_map
-from CTMRRegistrationLib.geometry import (
+from scipy.spatial.transform import Rotation
+
+from CTMRRegistrationLib.core.geometry import matrix_from_sitk, sitk_from_matrix, transform_points
+from CTMRRegistrationLib.core.resources import parameter_file
+from CTMRRegistrationLib.elastix.parameters import format_parameter_map, read_parameter_file
+from CTMRRegistrationLib.elastix.transforms import linear_transform_map, sitk_from_transform_map
+from CTMRRegistrationLib.mrml.nodes import (
     add_volume_from_sitk,
-    matrix_from_sitk,
     points_from_markups,
     set_linear_transform_node_from_sitk,
     set_markups_from_points,
     sitk_from_linear_transform_node,
-    sitk_from_matrix,
     sitk_from_volume,
-    transform_points,
     vtk_matrix_from_numpy,
 )
-from CTMRRegistrationLib.resources import parameter_file
-from scipy.spatial.transform import Rotation
 
 TOLERANCE_MM = 1e-6
 FLIP = np.array([-1.0, -1.0, 1.0])
@@ -83,7 +82,7 @@ def test_volume_under_parent_transform_is_in_world_coordinates(context):
     np.testing.assert_allclose(world.TransformIndexToPhysicalPoint(index), expected, atol=TOLERANCE_MM)
     assert_same_image(sitk_from_volume(node, world=False), image)
 
-    from CTMRRegistrationLib.geometry import update_volume_from_sitk
+    from CTMRRegistrationLib.mrml.nodes import update_volume_from_sitk
 
     update_volume_from_sitk(node, image)
     assert_same_image(sitk_from_volume(node), image)

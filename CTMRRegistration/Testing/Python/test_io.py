@@ -3,19 +3,19 @@
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from CTMRRegistrationLib import mrml_io
-from CTMRRegistrationLib.errors import InputError
-from CTMRRegistrationLib.geometry import (
+from test_geometry import assert_same_image, oblique_image
+
+from CTMRRegistrationLib.core.errors import InputError
+from CTMRRegistrationLib.core.geometry import matrix_from_sitk, sitk_from_matrix
+from CTMRRegistrationLib.mrml import node_io as mrml_io
+from CTMRRegistrationLib.mrml.nodes import (
     add_volume_from_sitk,
-    matrix_from_sitk,
     points_from_markups,
     set_linear_transform_node_from_sitk,
     set_markups_from_points,
     sitk_from_linear_transform_node,
-    sitk_from_matrix,
     sitk_from_volume,
 )
-from test_geometry import assert_same_image, oblique_image
 
 
 @pytest.mark.parametrize("suffix", [".nrrd", ".nii.gz", ".mha"])

@@ -6,22 +6,18 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from conftest import move_header, p95_distance, rigid_pose
+
 from CTMRRegistrationLib import InputError, RegistrationOptions
-from CTMRRegistrationLib.elastix_transforms import compose
-from CTMRRegistrationLib.geometry import (
-    matrix_from_sitk,
-    points_from_markups,
-    set_markups_from_points,
-    transform_points,
-    vtk_matrix_from_numpy,
-)
-from CTMRRegistrationLib.landmark_registration import (
+from CTMRRegistrationLib.core.geometry import matrix_from_sitk, transform_points
+from CTMRRegistrationLib.elastix.transforms import compose
+from CTMRRegistrationLib.mrml.landmark_registration import (
     landmarks_from_file,
     markups_points,
     register_images_from_landmarks,
     register_landmarks,
 )
-from CTMRRegistrationLib.mrml_io import save_node
+from CTMRRegistrationLib.mrml.node_io import save_node
+from CTMRRegistrationLib.mrml.nodes import points_from_markups, set_markups_from_points, vtk_matrix_from_numpy
 
 FIXED = np.array([[-60.0, -20, -15], [55, -25, 10], [5, 45, -20], [-10, 5, 30], [30, 30, 25], [-40, 35, 5]])
 TRUTH = rigid_pose((15.0, -25.0, 40.0), (10.0, -20.0, 5.0))

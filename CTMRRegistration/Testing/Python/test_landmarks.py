@@ -7,10 +7,12 @@ import pytest
 import SimpleITK as sitk
 import vtk
 from conftest import rigid_pose
+
 from CTMRRegistrationLib import InputError
-from CTMRRegistrationLib.correspondence import direction_check, find_swapped_pairs, order_by_labels
-from CTMRRegistrationLib.geometry import transform_points
-from CTMRRegistrationLib.landmark_errors import (
+from CTMRRegistrationLib.core.geometry import transform_points
+from CTMRRegistrationLib.landmarks.correspondence import direction_check, find_swapped_pairs, order_by_labels
+from CTMRRegistrationLib.landmarks.fit import fit_landmark_transform
+from CTMRRegistrationLib.landmarks.fit_errors import (
     expected_fre_rms,
     fle_from_fre,
     landmark_errors,
@@ -18,8 +20,8 @@ from CTMRRegistrationLib.landmark_errors import (
     predicted_tre_rms,
     target_errors,
 )
-from CTMRRegistrationLib.landmark_registration import register_points
-from CTMRRegistrationLib.landmarks import fit_landmark_transform
+from CTMRRegistrationLib.mrml.landmark_registration import register_points
+from CTMRRegistrationLib.mrml.landmark_registration import vtk_transform as landmark_vtk_transform
 
 RNG_SEED = 7
 FIXED = np.array([[-60.0, -20, -15], [55, -25, 10], [5, 45, -20], [-10, 5, 30], [30, 30, 25],
@@ -59,7 +61,7 @@ def test_thin_plate_spline_matches_vtk_and_its_sampled_field():
     bent = transform_points(TRUE_RIGID, FIXED) + np.random.default_rng(RNG_SEED).normal(0, 3.0, FIXED.shape)
     spline = fit_landmark_transform(FIXED, bent, "tps")
     flip = np.array([-1.0, -1.0, 1.0])
-    vtk_transform = spline.to_vtk()
+    vtk_transform = landmark_vtk_transform(spline)
     assert isinstance(vtk_transform, vtk.vtkThinPlateSplineTransform)
     for point in TARGETS:
         mapped = np.array(vtk_transform.TransformPoint(*(point * flip))) * flip

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from conftest import move_header, p95_distance, rigid_pose
-from CTMRRegistrationLib import Cancelled, RegistrationLogic
-from CTMRRegistrationLib.geometry import add_volume_from_sitk, sitk_from_volume
-from CTMRRegistrationLib.imaging import guess_modality
 from vtk.util.numpy_support import vtk_to_numpy
+
+from CTMRRegistrationLib import Cancelled, RegistrationLogic
+from CTMRRegistrationLib.core.imaging import guess_modality
+from CTMRRegistrationLib.mrml.nodes import add_volume_from_sitk, sitk_from_volume
 
 
 def voxels(node) -> np.ndarray:

@@ -3,8 +3,9 @@ and the object itself is kept."""
 
 import numpy as np
 import SimpleITK as sitk
-from CTMRRegistrationLib.masks import ct_body_mask, mr_foreground_mask, padding_values
 from scipy import ndimage
+
+from CTMRRegistrationLib.core.masks import ct_body_mask, mr_foreground_mask, padding_values
 
 
 def physical_grid(image: sitk.Image) -> np.ndarray:

@@ -17,11 +17,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from CTMRRegistrationLib import RegistrationLogic, RegistrationOptions, RegistrationResult, resources
-from CTMRRegistrationLib.elastix_runner import BACKENDS
-from CTMRRegistrationLib.errors import InputError
-from CTMRRegistrationLib.geometry import add_volume_from_sitk, sitk_from_volume
-from CTMRRegistrationLib.qa import QAResult
+
+from CTMRRegistrationLib import RegistrationLogic, RegistrationOptions, RegistrationResult
+from CTMRRegistrationLib.core import resources
+from CTMRRegistrationLib.core.errors import InputError
+from CTMRRegistrationLib.elastix.backends import BACKENDS
+from CTMRRegistrationLib.mrml.nodes import add_volume_from_sitk, sitk_from_volume
+from CTMRRegistrationLib.qa.assess import QAResult
 
 MODULE_DIR = Path(__file__).resolve().parents[2]
 MODULE_FILE = MODULE_DIR / "CTMRRegistration.py"
@@ -420,7 +422,7 @@ def test_checkerboard_alternates_squares():
 
 def test_image_with_geometry_places_the_voxels(context, sample_ct):
     image_with_geometry = load_definitions("imageWithGeometry")["imageWithGeometry"]
-    from CTMRRegistrationLib.geometry import ijk_to_world_lps
+    from CTMRRegistrationLib.mrml.nodes import ijk_to_world_lps
 
     node = add_volume_from_sitk(context, sample_ct, "CT")
     placed = image_with_geometry(sitk_from_volume(node, world=False), ijk_to_world_lps(node))
@@ -439,7 +441,7 @@ def cmake_listed_files() -> set[str]:
 
 def test_cmake_lists_every_library_file_and_resource():
     listed = cmake_listed_files()
-    shipped = {str(p.relative_to(MODULE_DIR)) for p in (MODULE_DIR / "CTMRRegistrationLib").glob("*.py")}
+    shipped = {str(p.relative_to(MODULE_DIR)) for p in (MODULE_DIR / "CTMRRegistrationLib").rglob("*.py")}
     shipped |= {str(p.relative_to(MODULE_DIR)) for p in (MODULE_DIR / "Resources").rglob("*") if p.is_file()}
     shipped.add("CTMRRegistration.py")
     assert shipped - listed == set(), "not listed in CTMRRegistration/CMakeLists.txt"

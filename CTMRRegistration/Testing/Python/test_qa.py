@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from conftest import rigid_pose
-from CTMRRegistrationLib.consistency import inverse_consistency, perturbed_starts
-from CTMRRegistrationLib.geometry import sitk_from_matrix, transform_points
-from CTMRRegistrationLib.imaging import shrink_to_spacing
-from CTMRRegistrationLib.landmarks import fit_landmark_transform
-from CTMRRegistrationLib.masks import ct_body_mask
-from CTMRRegistrationLib.qa import QAOptions, assess
-from CTMRRegistrationLib.verdict import grade_cues
+
+from CTMRRegistrationLib.core.geometry import sitk_from_matrix, transform_points
+from CTMRRegistrationLib.core.imaging import shrink_to_spacing
+from CTMRRegistrationLib.core.masks import ct_body_mask
+from CTMRRegistrationLib.landmarks.fit import fit_landmark_transform
+from CTMRRegistrationLib.qa.assess import QAOptions, assess
+from CTMRRegistrationLib.qa.consistency import inverse_consistency, perturbed_starts
+from CTMRRegistrationLib.qa.verdict import grade_cues
 
 OPTIONS = QAOptions(restarts=2, threads=2)
 

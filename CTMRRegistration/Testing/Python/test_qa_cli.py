@@ -7,12 +7,14 @@ import re
 import numpy as np
 import SimpleITK as sitk
 from conftest import rigid_pose
-from CTMRRegistrationLib import resources
-from CTMRRegistrationLib.geometry import add_volume_from_sitk, set_markups_from_points, sitk_from_matrix
-from CTMRRegistrationLib.masks import ct_body_mask
-from CTMRRegistrationLib.mrml_io import save_node
-from CTMRRegistrationLib.qa_cli import EXIT_FAILED, EXIT_INPUT, EXIT_OK, main
-from CTMRRegistrationLib.qa_pictures import KINDS
+
+from CTMRRegistrationLib.apps.qa_cli import EXIT_FAILED, EXIT_INPUT, EXIT_OK, main
+from CTMRRegistrationLib.core import resources
+from CTMRRegistrationLib.core.geometry import sitk_from_matrix
+from CTMRRegistrationLib.core.masks import ct_body_mask
+from CTMRRegistrationLib.mrml.node_io import save_node
+from CTMRRegistrationLib.mrml.nodes import add_volume_from_sitk, set_markups_from_points
+from CTMRRegistrationLib.qa.pictures import KINDS
 
 
 def run_cli(capsys, *args) -> tuple[int, dict]:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from conftest import move_header, p95_distance, rigid_pose
+
 from CTMRRegistrationLib import Cancelled, RegistrationOptions, register_images
 
 OPTIONS = RegistrationOptions(threads=2)

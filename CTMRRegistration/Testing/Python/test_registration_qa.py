@@ -7,19 +7,19 @@ import json
 import numpy as np
 import vtk
 from conftest import move_header, p95_distance, rigid_pose
+
 from CTMRRegistrationLib import RegistrationLogic
-from CTMRRegistrationLib.cli import EXIT_FAILED, main
-from CTMRRegistrationLib.elastix_parameters import read_parameter_file, write_parameter_file
-from CTMRRegistrationLib.geometry import (
-    add_volume_from_sitk,
-    matrix_from_sitk,
-    set_markups_from_points,
-    transform_points,
-    vtk_matrix_from_numpy,
+from CTMRRegistrationLib.apps.register_cli import EXIT_FAILED, main
+from CTMRRegistrationLib.core.geometry import matrix_from_sitk, transform_points
+from CTMRRegistrationLib.core.resources import parameter_file
+from CTMRRegistrationLib.elastix.parameters import read_parameter_file, write_parameter_file
+from CTMRRegistrationLib.mrml.node_io import save_node
+from CTMRRegistrationLib.mrml.nodes import add_volume_from_sitk, set_markups_from_points, vtk_matrix_from_numpy
+from CTMRRegistrationLib.mrml.transform_nodes import (
+    flatten_transform_chain,
+    new_transform_node,
+    sitk_from_transform_node,
 )
-from CTMRRegistrationLib.mrml_io import save_node
-from CTMRRegistrationLib.resources import parameter_file
-from CTMRRegistrationLib.transform_nodes import flatten_transform_chain, new_transform_node, sitk_from_transform_node
 
 
 def markups_node(context, name, points, labels):

@@ -4,15 +4,13 @@ and labelmap nodes as inputs; Jacobian determinant statistics of known transform
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from CTMRRegistrationLib.geometry import add_volume_from_sitk, sitk_from_matrix
-from CTMRRegistrationLib.jacobian import jacobian_statistics
-from CTMRRegistrationLib.segmentation_metrics import (
-    labelmap_from_node,
-    overlap_metrics,
-    relabel_by_name,
-    segmentation_metrics,
-)
 from scipy.spatial import cKDTree
+
+from CTMRRegistrationLib.core.geometry import sitk_from_matrix
+from CTMRRegistrationLib.mrml.nodes import add_volume_from_sitk
+from CTMRRegistrationLib.mrml.qa_inputs import labelmap_from_node
+from CTMRRegistrationLib.qa.jacobian import jacobian_statistics
+from CTMRRegistrationLib.qa.segmentation_metrics import overlap_metrics, relabel_by_name, segmentation_metrics
 
 SPACING = (0.5, 1.0, 2.0)
 

@@ -1,0 +1,1 @@
+"""Pure core: errors, matrices and conventions, image checks, foreground masks, shipped resources. No MRML, no vtk."""

@@ -1,0 +1,64 @@
+"""4x4 matrices, SimpleITK linear transforms and points: the library's geometric conventions.
+
+Conventions:
+- SimpleITK images and points are in LPS, as ITK and image files are; MRML nodes are in RAS.
+- A SimpleITK transform here is a *resampling* transform: it maps fixed physical points to moving
+  physical points (LPS), as elastix and ITK transform files do.
+- A Slicer transform node that aligns the moving volume to the fixed one has a "to parent" matrix that
+  maps moving RAS points to fixed RAS points: the inverse of the resampling transform, in RAS.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+
+RAS_FROM_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def flip_ras_lps(matrix: np.ndarray) -> np.ndarray:
+    """Re-express a 4x4 point mapping between RAS and LPS (the same flip goes both ways)."""
+    return RAS_FROM_LPS @ matrix @ RAS_FROM_LPS
+
+
+def matrix_from_sitk(transform: sitk.Transform) -> np.ndarray:
+    """The 4x4 homogeneous matrix (LPS) of any linear SimpleITK transform, composites included."""
+    if transform.GetTransformEnum() == sitk.sitkComposite:
+        composite = sitk.CompositeTransform(transform)
+        total = np.eye(4)
+        for index in range(composite.GetNumberOfTransforms()):
+            total = total @ matrix_from_sitk(composite.GetNthTransform(index))
+        return total
+    if transform.GetTransformEnum() == sitk.sitkIdentity:
+        return np.eye(4)
+    if not transform.IsLinear():
+        raise ValueError(f"{transform.GetName()} is not a linear transform")
+    dimension = transform.GetDimension()
+    origin = np.zeros(dimension)
+    translation = np.array(transform.TransformPoint(origin.tolist()))
+    columns = [
+        np.array(transform.TransformPoint(np.eye(dimension)[axis].tolist())) - translation
+        for axis in range(dimension)
+    ]
+    matrix = np.eye(4)
+    matrix[:3, :3] = np.column_stack(columns)
+    matrix[:3, 3] = translation
+    return matrix
+
+
+def sitk_from_matrix(matrix: np.ndarray, center=(0.0, 0.0, 0.0)) -> sitk.AffineTransform:
+    """An AffineTransform (LPS) with the given 4x4 matrix, expressed about `center`."""
+    matrix = np.asarray(matrix, dtype=float)
+    linear = matrix[:3, :3]
+    center = np.asarray(center, dtype=float)
+    transform = sitk.AffineTransform(3)
+    transform.SetCenter(center.tolist())
+    transform.SetMatrix(linear.ravel().tolist())
+    transform.SetTranslation((matrix[:3, 3] + linear @ center - center).tolist())
+    return transform
+
+
+def transform_points(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Apply a 4x4 homogeneous matrix to an (N, 3) array of points."""
+    points = np.asarray(points, dtype=float)
+    return points @ matrix[:3, :3].T + matrix[:3, 3]

@@ -1,0 +1,127 @@
+"""Run an elastix executable (the Debian `elastix` package, SlicerElastix's, or a path the user gives)."""
+
+from __future__ import annotations
+
+import os
+import queue
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import SimpleITK as sitk
+
+from ..core.errors import Cancelled, InputError, NoOverlapError, RegistrationError
+from .job import ElastixJob
+from .parameters import ParameterMap, read_parameter_file, write_parameter_file
+from .progress import ElastixProgress
+
+NO_OVERLAP_SIGNS = ("Too many samples map outside moving image buffer", "outside the moving image")
+CANCEL_POLL_SECONDS = 0.1
+EXE_SUFFIX = ".exe" if os.name == "nt" else ""
+
+
+@dataclass(frozen=True)
+class ElastixExecutable:
+    """An elastix binary, the environment it needs (SlicerElastix sets library paths) and where it came from."""
+
+    path: Path
+    environment: dict | None = field(default=None, compare=False)
+    origin: str = "PATH"
+
+    def __str__(self) -> str:
+        return f"elastix {self.path} ({self.origin})"
+
+    @property
+    def transformix(self) -> Path:
+        return self.path.with_name(f"transformix{EXE_SUFFIX}")
+
+
+def executable_at(path: str | os.PathLike, origin: str = "--elastix") -> ElastixExecutable:
+    """The elastix at `path` (the binary or its folder); InputError when there is none."""
+    candidate = Path(path)
+    if candidate.is_dir():
+        candidate = candidate / f"elastix{EXE_SUFFIX}"
+    if not (candidate.is_file() and os.access(candidate, os.X_OK)):
+        raise InputError(f"no elastix executable at {candidate} (given by {origin})")
+    return ElastixExecutable(candidate, origin=origin)
+
+
+def log_tail(text: str, lines: int = 15) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _write_inputs(job: ElastixJob, workdir: Path) -> list[str]:
+    """Write the job's images and parameter files; the elastix arguments that name them."""
+    arguments = ["-out", str(workdir)]
+    images = (("-f", job.fixed), ("-m", job.moving), ("-fMask", job.fixed_mask), ("-mMask", job.moving_mask))
+    for flag, image in images:
+        if image is not None:
+            path = workdir / f"{flag[1:]}.mha"
+            sitk.WriteImage(image, str(path))
+            arguments += [flag, str(path)]
+    for index, parameters in enumerate(job.parameter_maps):
+        arguments += ["-p", str(write_parameter_file(parameters, workdir / f"Parameters.{index}.txt"))]
+    if job.initial_transform_map is not None:
+        arguments += ["-t0", str(write_parameter_file(job.initial_transform_map, workdir / "InitialTransform.txt"))]
+    if job.threads:
+        arguments += ["-threads", str(int(job.threads))]
+    return arguments
+
+
+def run_elastix_executable(
+    executable: ElastixExecutable,
+    job: ElastixJob,
+    progress: Callable[[float], None] | None = None,
+    cancelled: Callable[[], bool] | None = None,
+) -> list[ParameterMap]:
+    """Run `job` in one elastix process; returns its TransformParameters maps, one per parameter map."""
+    with tempfile.TemporaryDirectory(prefix="ctmr-elastix-") as workdir:
+        workdir = Path(workdir)
+        command = [str(executable.path)] + _write_inputs(job, workdir)
+        output = _run(command, executable.environment, ElastixProgress(job.parameter_maps), progress, cancelled)
+        results = [workdir / f"TransformParameters.{i}.txt" for i in range(len(job.parameter_maps))]
+        if not all(path.exists() for path in results):
+            log = workdir / "elastix.log"
+            text = log.read_text(errors="replace") if log.exists() else output
+            if any(sign in text for sign in NO_OVERLAP_SIGNS):
+                raise NoOverlapError(f"the images do not overlap after initialisation\n{log_tail(text)}")
+            raise RegistrationError(f"elastix failed:\n{log_tail(text)}")
+        return [read_parameter_file(path, required=("Transform",)) for path in results]
+
+
+def _read_lines(stream, lines: queue.Queue) -> None:
+    for line in stream:
+        lines.put(line)
+    lines.put(None)
+
+
+def _run(command, environment, tracker: ElastixProgress, progress, cancelled) -> str:
+    """Run elastix, reporting progress; kill it within CANCEL_POLL_SECONDS of `cancelled()` turning true.
+
+    Output is read on a thread so that a cancel is seen even while elastix prints nothing."""
+    lines: queue.Queue = queue.Queue()
+    seen: list[str] = []
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", env=environment
+    ) as process:
+        reader = threading.Thread(target=_read_lines, args=(process.stdout, lines), daemon=True)
+        reader.start()
+        while True:
+            if cancelled is not None and cancelled():
+                process.kill()
+                reader.join(timeout=5)  # let the reader see the end of the output before the pipe closes
+                raise Cancelled("registration cancelled")
+            try:
+                line = lines.get(timeout=CANCEL_POLL_SECONDS)
+            except queue.Empty:
+                continue
+            if line is None:
+                break
+            seen.append(line)
+            fraction = tracker.update(line)
+            if fraction is not None and progress is not None:
+                progress(fraction)
+    return "".join(seen[-200:])

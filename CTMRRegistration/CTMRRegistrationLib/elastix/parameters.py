@@ -1,0 +1,58 @@
+"""Elastix parameter files: read them into maps, write maps back. One format for every backend."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from ..core.errors import InputError
+
+ParameterMap = dict[str, list[str]]
+
+_ENTRY = re.compile(r"^\s*\((\w+)((?:\s+(?:\"[^\"]*\"|[^\s\")]+))*)\s*\)")
+_VALUE = re.compile(r"\"([^\"]*)\"|([^\s\"]+)")
+
+
+def read_parameter_file(path, required: tuple[str, ...] = ("Transform", "Metric")) -> ParameterMap:
+    """Parse `(Key value ...)` lines; `//` comments and blank lines are skipped.
+
+    `required` keys must be present: a registration parameter file by default; pass ("Transform",)
+    for a TransformParameters file written by elastix."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise InputError(f"cannot read elastix parameter file {path}: {error.strerror}") from error
+    parameters: ParameterMap = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        content = line.split("//", 1)[0].strip()
+        if not content:
+            continue
+        match = _ENTRY.match(content)
+        if match is None:
+            raise InputError(f"{path.name}, line {number}: not an elastix parameter: {content}")
+        parameters[match.group(1)] = [quoted or bare for quoted, bare in _VALUE.findall(match.group(2))]
+    missing = [key for key in required if key not in parameters]
+    if missing:
+        raise InputError(f"{path.name} is not an elastix parameter file (no {' or '.join(missing)})")
+    return parameters
+
+
+def _format_value(value: str) -> str:
+    try:
+        float(value)
+        return value
+    except ValueError:
+        return f'"{value}"'
+
+
+def format_parameter_map(parameters: ParameterMap) -> str:
+    return "".join(
+        f"({key} {' '.join(_format_value(str(v)) for v in values)})\n" for key, values in parameters.items()
+    )
+
+
+def write_parameter_file(parameters: ParameterMap, path) -> Path:
+    path = Path(path)
+    path.write_text(format_parameter_map(parameters))
+    return path

@@ -1,0 +1,117 @@
+"""Load and save MRML nodes through their storage nodes: volumes, labelmaps, markups, transforms,
+segmentations. Every failure becomes an InputError with a one-line reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import slicer
+
+from ..core.errors import InputError
+from .scene import MRMLContext
+
+VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
+MARKUPS_SUFFIXES = (".mrk.json", ".json", ".fcsv")
+TRANSFORM_SUFFIXES = (".h5", ".hdf5", ".tfm", ".txt", ".mat")
+SEGMENTATION_SUFFIXES = (".seg.nrrd", ".seg.nii.gz", ".nrrd", ".nii.gz", ".nii")
+
+
+def _existing_file(path, kind: str, suffixes: tuple[str, ...]) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{kind} file not found: {path}")
+    if not path.name.lower().endswith(suffixes):
+        raise InputError(f"{path.name}: not a {kind} file (expected {', '.join(suffixes)})")
+    return path
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[-1] if lines else "unreadable or unsupported format"
+
+
+def _node_name(path: Path) -> str:
+    name = path.name
+    for suffix in (".seg.nrrd", ".mrk.json", ".nii.gz") + VOLUME_SUFFIXES + TRANSFORM_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _read(context: MRMLContext, node, storage_class: str, path: Path, kind: str) -> None:
+    storage = context.scene.AddNewNodeByClass(storage_class)
+    storage.SetFileName(str(path))
+    node.SetAndObserveStorageNodeID(storage.GetID())
+    if not storage.ReadData(node):
+        reason = _first_line(storage.GetUserMessages().GetAllMessagesAsString())
+        context.scene.RemoveNode(node)
+        context.scene.RemoveNode(storage)
+        raise InputError(f"cannot read {kind} {path.name}: {reason}")
+
+
+def load_volume(context: MRMLContext, path, labelmap: bool = False, name: str | None = None):
+    """A scalar (or labelmap) volume node read from .nrrd, .nii(.gz) or .mha/.mhd."""
+    path = _existing_file(path, "volume", VOLUME_SUFFIXES)
+    class_name = "vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode"
+    node = context.scene.AddNewNodeByClass(class_name, name or _node_name(path))
+    _read(context, node, "vtkMRMLVolumeArchetypeStorageNode", path, "volume")
+    node.CreateDefaultDisplayNodes()
+    if labelmap:
+        node.GetDisplayNode().SetAndObserveColorNodeID("vtkMRMLColorTableNodeLabels")
+    return node
+
+
+def load_transform(context: MRMLContext, path):
+    """A transform node (linear, B-spline, grid or composite) read from an ITK transform file."""
+    path = _existing_file(path, "transform", TRANSFORM_SUFFIXES)
+    messages = slicer.vtkMRMLMessageCollection()
+    node = context.transforms.AddTransform(str(path), context.scene, messages)
+    if node is None:
+        raise InputError(f"cannot read transform {path.name}: {_first_line(messages.GetAllMessagesAsString())}")
+    return node
+
+
+def load_markups(context: MRMLContext, path, name: str | None = None):
+    """A point list read from .mrk.json or .fcsv."""
+    path = _existing_file(path, "markups", MARKUPS_SUFFIXES)
+    messages = slicer.vtkMRMLMessageCollection()
+    node_id = context.markups.LoadMarkups(str(path), name or _node_name(path), messages)
+    if not node_id:
+        raise InputError(f"cannot read markups {path.name}: {_first_line(messages.GetAllMessagesAsString())}")
+    return context.scene.GetNodeByID(node_id)
+
+
+def load_segmentation(context: MRMLContext, path, name: str | None = None):
+    """A segmentation node read from .seg.nrrd (or a labelmap file, one segment per label)."""
+    path = _existing_file(path, "segmentation", SEGMENTATION_SUFFIXES)
+    messages = slicer.vtkMRMLMessageCollection()
+    node = context.segmentations.LoadSegmentationFromFile(str(path), True, name or _node_name(path), None, messages)
+    if node is None:
+        raise InputError(f"cannot read segmentation {path.name}: {_first_line(messages.GetAllMessagesAsString())}")
+    return node
+
+
+def _storage_node_for(context: MRMLContext, node, path: Path):
+    """The node's storage node if it writes this file type, else a new one that does."""
+    storage = node.GetStorageNode()
+    if storage is not None and storage.SupportedFileType(str(path)):
+        return storage
+    if path.name.lower().endswith(".fcsv"):
+        storage = context.scene.CreateNodeByClass("vtkMRMLMarkupsFiducialStorageNode")
+    else:
+        storage = node.CreateDefaultStorageNode()
+    context.scene.AddNode(storage)
+    node.SetAndObserveStorageNodeID(storage.GetID())
+    return storage
+
+
+def save_node(context: MRMLContext, node, path) -> Path:
+    """Write a node through a storage node; the file format follows the extension."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    storage = _storage_node_for(context, node, path)
+    storage.SetFileName(str(path))
+    if not storage.WriteData(node):
+        reason = _first_line(storage.GetUserMessages().GetAllMessagesAsString())
+        raise InputError(f"cannot write {path}: {reason}")
+    return path

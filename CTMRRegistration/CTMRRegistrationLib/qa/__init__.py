@@ -1,0 +1,1 @@
+"""Quality assessment: cues, verdict, ground-truth metrics, pictures and the HTML report."""

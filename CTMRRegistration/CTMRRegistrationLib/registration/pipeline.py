@@ -1,0 +1,383 @@
+"""The registration pipeline on SimpleITK images.
+
+Checks, working resolution, foreground masks, global initialisation (with the mirror check), MR
+bias-field correction, common-region crop, then the elastix stages rigid -> affine -> deformable (each
+optional) with masks, and an overlap check. Each stage starts from the previous stage's fixed->moving
+transform and is timed in `stage_seconds`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..core.errors import Cancelled, InputError, NoOverlapError
+from ..core.geometry import matrix_from_sitk, sitk_from_matrix, transform_points
+from ..core.imaging import check_volume, guess_modality, physical_corners, shrink_to_spacing
+from ..core.masks import foreground_mask
+from ..core.resources import parameter_file
+from ..elastix.backends import choose_backend, run_elastix
+from ..elastix.job import ElastixJob
+from ..elastix.parameters import ParameterMap, read_parameter_file
+from ..elastix.transforms import compose, is_linear, linear_transform_map, sitk_from_transform_map
+from . import initialization
+from .bias_field import correct_bias_field
+from .common_region import common_region, crop_to_points
+
+if TYPE_CHECKING:
+    from ..qa.assess import QAResult
+
+ProgressCallback = Callable[[float, str], None]
+INITIALIZATIONS = ("search", "center", "none")
+STAGES = ("rigid", "affine", "deformable")
+STAGE_COST = {"rigid": 1.0, "affine": 1.0, "deformable": 10.0}  # relative elastix run times, for progress
+WORKING_SPACING_MM = 2.0
+MIN_OVERLAP_FRACTION = 0.2
+
+
+@dataclass
+class RegistrationOptions:
+    """What the pipeline does; the defaults need no tuning for CT-MR pairs."""
+
+    initialization: str = "search"
+    initial_matrix: np.ndarray | None = None  # a fixed->moving 4x4 LPS start pose (e.g. landmarks): no search
+    use_masks: bool = True
+    crop: bool = True  # crop both images to the region their objects share at the start pose
+    accept_mirror: bool = False
+    stages: tuple[str, ...] = ("rigid",)  # in order, from rigid, affine, deformable
+    presets: dict[str, Path] = field(default_factory=dict)  # stage -> elastix parameter file (default: bundled)
+    backend: str = "auto"  # auto, elastix (an executable) or itk-elastix (the wheel)
+    elastix_executable: Path | None = None
+    threads: int | None = None
+    fixed_modality: str | None = None
+    moving_modality: str | None = None
+    bias_correction: bool | None = None  # None: on for MR images
+    cancelled: Callable[[], bool] | None = None
+
+
+@dataclass
+class RegistrationResult:
+    """A fixed->moving resampling transform (LPS) with what was measured on the way.
+
+    `transform` is affine for linear stages; with a deformable stage it is a composite transform (the
+    linear part first, then a B-spline), and `matrix` is its linear part."""
+
+    transform: sitk.Transform
+    initial_transform: sitk.Transform
+    fixed_modality: str
+    moving_modality: str
+    linear_transform: sitk.Transform | None = None
+    seconds: float = 0.0
+    stage_seconds: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
+    status: str = "ok"
+    backend: str = ""
+    transform_node: object = None
+    fixed_mask: sitk.Image | None = None  # foreground masks on the working grids, for inspection
+    moving_mask: sitk.Image | None = None
+    mask_nodes: dict = field(default_factory=dict)
+    qa: QAResult | None = None  # the quality assessment run after registration (RegistrationLogic)
+
+    @property
+    def verdict(self) -> str | None:
+        """'ok', 'check' or 'failed' from the quality assessment; None when it did not run."""
+        return self.qa.verdict if self.qa is not None else None
+
+    @property
+    def deformable(self) -> bool:
+        return not is_linear(self.transform)
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """The 4x4 fixed->moving LPS matrix of the linear part of `transform`."""
+        return matrix_from_sitk(self.linear_transform if self.deformable else self.transform)
+
+    def as_dict(self) -> dict:
+        """The JSON form printed by `ctmr-register --json`."""
+        report = {
+            "status": self.status,
+            "verdict": self.verdict,
+            "transform": self.matrix.round(9).tolist(),
+            "transform_convention": "fixed->moving physical points, LPS (ITK resampling transform)",
+            "deformable": self.deformable,
+            "backend": self.backend,
+            "seconds": round(self.seconds, 3),
+            "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
+            "fixed_modality": self.fixed_modality,
+            "moving_modality": self.moving_modality,
+            "metrics": self.metrics,
+            "warnings": self.warnings,
+        }
+        if self.qa is not None:
+            report["qa"] = self.qa.as_dict()
+        return report
+
+
+def scaled_progress(progress: ProgressCallback | None, low: float, high: float) -> ProgressCallback:
+    """A callback reporting 0..1 of its own work as `low`..`high` of `progress` (which may be None)."""
+    return lambda fraction, message: _report(progress, low + (high - low) * fraction, message)
+
+
+def _report(progress: ProgressCallback | None, fraction: float, message: str) -> None:
+    if progress is not None:
+        progress(fraction, message)
+
+
+def _check_boxes_overlap(fixed: sitk.Image, moving: sitk.Image, matrix: np.ndarray) -> None:
+    """Raise NoOverlapError when the fixed box, mapped by `matrix`, misses the moving box entirely."""
+    mapped = transform_points(matrix, physical_corners(fixed))
+    corners = physical_corners(moving)
+    low, high = corners.min(axis=0), corners.max(axis=0)
+    if np.any(mapped.max(axis=0) < low) or np.any(mapped.min(axis=0) > high):
+        raise NoOverlapError("the images do not overlap: their fields of view are disjoint at the start pose")
+
+
+def _mask_overlap_fraction(fixed_mask: sitk.Image, moving_mask: sitk.Image, matrix: np.ndarray) -> float:
+    """Fraction of the fixed foreground that lands inside the moving foreground."""
+    mapped = sitk.Resample(moving_mask, fixed_mask, sitk_from_matrix(matrix), sitk.sitkNearestNeighbor, 0)
+    fixed_voxels = sitk.GetArrayViewFromImage(fixed_mask) > 0
+    hits = np.logical_and(fixed_voxels, sitk.GetArrayViewFromImage(mapped) > 0).sum()
+    return float(hits / max(fixed_voxels.sum(), 1))
+
+
+def _initialize(fixed, moving, modalities, options, result, start: np.ndarray | None) -> np.ndarray:
+    if start is not None:
+        result.metrics.setdefault("initialization", {"method": "given"})
+        return start
+    if options.initialization == "search":
+        init = initialization.search_initialization(fixed, moving, *modalities, threads=options.threads)
+        result.metrics["initialization"] = init.details
+        if init.mirrored:
+            message = "the moving image appears mirrored (left-right flip in its header?)"
+            result.warnings.append(message)
+            result.metrics["mirrored"] = True
+            if not options.accept_mirror:
+                result.status = "mirrored"
+        return init.matrix
+    if options.initialization == "center":
+        return initialization.centre_initialization(fixed, moving).matrix
+    return np.eye(4)
+
+
+def _prepare(image: sitk.Image, role: str, modality: str | None) -> tuple[sitk.Image, str]:
+    check_volume(image, role)
+    working = sitk.Cast(shrink_to_spacing(image, WORKING_SPACING_MM), sitk.sitkFloat32)
+    return working, modality or guess_modality(image)
+
+
+PRESET_STAGES = {
+    "EulerTransform": "rigid", "SimilarityTransform": "rigid", "TranslationTransform": "rigid",
+    "AffineTransform": "affine", "BSplineTransform": "deformable", "RecursiveBSplineTransform": "deformable",
+}
+
+
+def preset_stage(path) -> str:
+    """The stage an elastix parameter file serves, from the transform it optimises."""
+    kind = read_parameter_file(path)["Transform"][0]
+    if kind not in PRESET_STAGES:
+        raise InputError(f"{Path(path).name}: a {kind} preset fits no stage ({', '.join(PRESET_STAGES)})")
+    return PRESET_STAGES[kind]
+
+
+def _stage_parameters(options: RegistrationOptions) -> dict[str, ParameterMap]:
+    """The parameter map of every requested stage, read before any slow work so a bad file fails fast."""
+    stages = list(options.stages)
+    if not stages or any(s not in STAGES for s in stages) or stages != sorted(set(stages), key=STAGES.index):
+        raise InputError(f"stages must be one or more of {', '.join(STAGES)}, in that order (e.g. rigid,affine)")
+    unused = sorted(set(options.presets) - set(stages))
+    if unused:
+        raise InputError(f"a preset is given for the {', '.join(unused)} stage, which is not among the stages run "
+                         f"({', '.join(stages)})")
+    return {s: read_parameter_file(options.presets.get(s) or parameter_file(s.capitalize())) for s in stages}
+
+
+def register_images(
+    fixed: sitk.Image,
+    moving: sitk.Image,
+    options: RegistrationOptions | None = None,
+    progress: ProgressCallback | None = None,
+) -> RegistrationResult:
+    """Register `moving` to `fixed`; the result maps fixed physical points to moving ones (LPS).
+
+    The linear stages evaluate the metric over the CT whenever one image is CT: MR-fixed requests run
+    CT-fixed and return the inverse, so swapping fixed and moving gives exactly the inverse linear transform.
+    A deformable stage then runs in the requested direction, from that linear result.
+    """
+    options = options or RegistrationOptions()
+    if options.initialization not in INITIALIZATIONS:
+        raise InputError(f"unknown initialisation '{options.initialization}' (use {', '.join(INITIALIZATIONS)})")
+    if options.initial_matrix is not None:
+        start = np.asarray(options.initial_matrix, dtype=float)
+        if start.shape != (4, 4) or not np.all(np.isfinite(start)) or abs(np.linalg.det(start[:3, :3])) < 1e-6:
+            raise InputError("the initial matrix must be an invertible 4x4 fixed->moving LPS matrix")
+    parameters = _stage_parameters(options)
+    backend = choose_backend(options.backend, options.elastix_executable)
+    started = time.perf_counter()
+    _report(progress, 0.0, "preparing images")
+    fixed, fixed_modality = _prepare(fixed, "fixed", options.fixed_modality)
+    moving, moving_modality = _prepare(moving, "moving", options.moving_modality)
+    swap = (fixed_modality, moving_modality) == ("MR", "CT")
+    modalities = ("CT", "MR") if swap else (fixed_modality, moving_modality)
+    result = RegistrationResult(sitk.Transform(), sitk.Transform(), *modalities, backend=str(backend))
+    stages = _StageRunner(options, parameters, backend, result.stage_seconds, progress)
+    pair = (moving, fixed) if swap else (fixed, moving)
+    start = options.initial_matrix
+    if start is not None and swap:
+        start = np.linalg.inv(start)
+    inputs = _align_linear(*pair, modalities, options, stages, result, start)
+    if swap:
+        result.transform = sitk_from_matrix(np.linalg.inv(result.matrix))
+        result.initial_transform = result.initial_transform.GetInverse()
+        result.fixed_mask, result.moving_mask = result.moving_mask, result.fixed_mask
+        result.fixed_modality, result.moving_modality = fixed_modality, moving_modality
+        inputs = inputs.swapped() if inputs is not None else None
+    result.linear_transform = result.transform
+    if "deformable" in parameters and result.status == "ok":
+        result.transform = stages.elastix("deformable", inputs, result.transform)
+    result.seconds = time.perf_counter() - started
+    _report(progress, 1.0, "done")
+    return result
+
+
+@dataclass
+class _ElastixInputs:
+    """What elastix registers: working-grid images (MR bias-corrected), cropped to the common region, and masks."""
+
+    fixed: sitk.Image
+    moving: sitk.Image
+    fixed_mask: sitk.Image | None
+    moving_mask: sitk.Image | None
+
+    def swapped(self) -> _ElastixInputs:
+        return _ElastixInputs(self.moving, self.fixed, self.moving_mask, self.fixed_mask)
+
+
+class _StageRunner:
+    """Times named stages, reports each start to the progress callback, stops there when the user has
+    cancelled, and runs the elastix stages over their share of the progress bar."""
+
+    ELASTIX_PROGRESS = (0.55, 0.97)
+
+    def __init__(self, options, parameters: dict[str, ParameterMap], backend, seconds: dict, progress):
+        self.options, self.parameters, self.backend = options, parameters, backend
+        self.seconds, self.progress = seconds, progress
+        costs = np.cumsum([0.0] + [STAGE_COST[s] for s in parameters])
+        low, high = self.ELASTIX_PROGRESS
+        fractions = low + (high - low) * costs / costs[-1]
+        self.spans = {s: (fractions[i], fractions[i + 1]) for i, s in enumerate(parameters)}
+
+    def start(self, name: str, fraction: float, message: str) -> None:
+        if self.options.cancelled is not None and self.options.cancelled():
+            raise Cancelled("registration cancelled")
+        self.name, self.clock = name, time.perf_counter()
+        _report(self.progress, fraction, message)
+
+    def stop(self) -> None:
+        self.seconds[self.name] = time.perf_counter() - self.clock
+
+    def elastix(self, stage: str, inputs: _ElastixInputs, initial: sitk.Transform) -> sitk.Transform:
+        """Run one elastix stage from the linear transform `initial`; the composed fixed->moving result.
+
+        Linear stages pass `initial` to elastix (composed: initial first). The deformable stage registers
+        the fixed image to the moving one resampled through `initial`, so that its B-spline grid lies on
+        the fixed object whatever the rotation: the result is initial(bspline(x))."""
+        low, high = self.spans[stage]
+        message = f"{stage} registration (elastix)"
+        self.start(stage, low, message)
+        if stage == "deformable":
+            job = self._deformable_job(inputs, initial)
+        else:
+            job = ElastixJob(
+                inputs.fixed, inputs.moving, [self.parameters[stage]],
+                initial_transform_map=linear_transform_map(matrix_from_sitk(initial), inputs.fixed),
+                fixed_mask=inputs.fixed_mask if self.options.use_masks else None,
+                moving_mask=inputs.moving_mask if self.options.use_masks else None,
+                threads=self.options.threads,
+            )
+        maps = run_elastix(
+            job, self.backend, cancelled=self.options.cancelled,
+            progress=lambda fraction: _report(self.progress, low + (high - low) * fraction, message),
+        )
+        self.stop()
+        found = sitk_from_transform_map(maps[-1])
+        return sitk.CompositeTransform([initial, found]) if stage == "deformable" else compose(initial, found)
+
+    def _deformable_job(self, inputs: _ElastixInputs, initial: sitk.Transform) -> ElastixJob:
+        """The moving image resampled on the fixed grid; the fixed mask limited to where the moving image has
+        data (outside it the resampled background would pull the B-spline). No moving mask: discarding
+        samples that leave it rewards deformations that push them out (found to inflate the object)."""
+        support = sitk.Image(inputs.moving.GetSize(), sitk.sitkUInt8) + 1
+        support.CopyInformation(inputs.moving)
+        in_view = sitk.BinaryErode(_resample(support, inputs.fixed, initial, sitk.sitkNearestNeighbor), [2, 2, 2])
+        fixed_mask = sitk.And(inputs.fixed_mask, in_view) if self.options.use_masks else in_view
+        moving = _resample(inputs.moving, inputs.fixed, initial, sitk.sitkLinear)
+        return ElastixJob(inputs.fixed, moving, [self.parameters["deformable"]], fixed_mask=fixed_mask,
+                          threads=self.options.threads)
+
+
+def _resample(image: sitk.Image, reference: sitk.Image, transform: sitk.Transform, interpolator) -> sitk.Image:
+    background = float(sitk.GetArrayViewFromImage(image).min())
+    return sitk.Resample(image, reference, transform, interpolator, background, image.GetPixelID())
+
+
+def _use_bias_correction(options: RegistrationOptions, modality: str) -> bool:
+    return modality == "MR" if options.bias_correction is None else options.bias_correction
+
+
+def _align_linear(fixed, moving, modalities, options, stages: _StageRunner, result, start) -> _ElastixInputs | None:
+    """Masks, initialisation, bias correction, common-region crop and the linear elastix stages.
+
+    Sets result.transform; returns the cropped inputs for a later deformable stage (None when mirrored).
+    The pose search reads edges, mask overlap and intensity statistics that a bias field barely moves, and
+    it was found more decisive on the uncorrected MR; N4 serves the intensity-based elastix stages."""
+    stages.start("masks", 0.02, "masking CT table, air and MR background")
+    fixed_mask, moving_mask = foreground_mask(fixed, modalities[0]), foreground_mask(moving, modalities[1])
+    result.fixed_mask, result.moving_mask = fixed_mask, moving_mask
+    stages.stop()
+    stages.start("initialization", 0.1, "searching all orientations")
+    initial = _initialize(fixed, moving, modalities, options, result, start)
+    _check_boxes_overlap(fixed, moving, initial)
+    result.initial_transform = result.transform = sitk_from_matrix(initial)
+    stages.stop()
+    if result.status == "mirrored":
+        return None
+
+    for role, modality in zip(("fixed", "moving"), modalities):
+        if _use_bias_correction(options, modality):
+            stages.start(f"bias_correction_{role}", 0.45, f"correcting the {role} image's MR bias field (N4)")
+            mask = fixed_mask if role == "fixed" else moving_mask
+            corrected = correct_bias_field(fixed if role == "fixed" else moving, mask)
+            fixed, moving = (corrected, moving) if role == "fixed" else (fixed, corrected)
+            stages.stop()
+
+    inputs = _ElastixInputs(fixed, moving, fixed_mask, moving_mask)
+    if options.crop:
+        stages.start("crop", 0.5, "cropping to the common region")
+        fixed_box, moving_box = common_region(fixed_mask, moving_mask, initial)
+        inputs = _ElastixInputs(
+            crop_to_points(fixed, fixed_box), crop_to_points(moving, moving_box),
+            crop_to_points(fixed_mask, fixed_box), crop_to_points(moving_mask, moving_box),
+        )
+        result.metrics["cropped_sizes"] = {"fixed": list(inputs.fixed.GetSize()),
+                                           "moving": list(inputs.moving.GetSize())}
+        stages.stop()
+
+    for stage in ("rigid", "affine"):
+        if stage in stages.parameters:
+            result.transform = stages.elastix(stage, inputs, result.transform)
+
+    overlap = _mask_overlap_fraction(result.fixed_mask, result.moving_mask, matrix_from_sitk(result.transform))
+    result.metrics["foreground_overlap"] = round(overlap, 4)
+    if overlap < MIN_OVERLAP_FRACTION:
+        raise NoOverlapError(
+            f"the images do not overlap after registration (only {overlap:.0%} of the fixed object "
+            "lands on the moving object): check that both images show the same anatomy"
+        )
+    return inputs
