@@ -22,8 +22,9 @@ from ..core.geometry import matrix_from_sitk, sitk_from_matrix, transform_points
 from ..core.imaging import check_volume, guess_modality, physical_corners, shrink_to_spacing
 from ..core.masks import foreground_mask
 from ..core.resources import parameter_file
-from ..elastix.backends import choose_backend, run_elastix
+from ..elastix.backends import ITK_ELASTIX, choose_backend, run_elastix
 from ..elastix.job import ElastixJob
+from ..elastix.parameter_checks import check_parameter_map
 from ..elastix.parameters import ParameterMap, read_parameter_file
 from ..elastix.transforms import compose, is_linear, linear_transform_map, sitk_from_transform_map
 from . import initialization
@@ -186,8 +187,9 @@ def preset_stage(path) -> str:
     return PRESET_STAGES[kind]
 
 
-def _stage_parameters(options: RegistrationOptions) -> dict[str, ParameterMap]:
-    """The parameter map of every requested stage, read before any slow work so a bad file fails fast."""
+def _stage_parameters(options: RegistrationOptions, wheel: bool = False) -> dict[str, ParameterMap]:
+    """The parameter map of every requested stage, read and checked (for the itk-elastix wheel when `wheel`)
+    before any slow work so a bad file fails fast."""
     stages = list(options.stages)
     if not stages or any(s not in STAGES for s in stages) or stages != sorted(set(stages), key=STAGES.index):
         raise InputError(f"stages must be one or more of {', '.join(STAGES)}, in that order (e.g. rigid,affine)")
@@ -195,7 +197,8 @@ def _stage_parameters(options: RegistrationOptions) -> dict[str, ParameterMap]:
     if unused:
         raise InputError(f"a preset is given for the {', '.join(unused)} stage, which is not among the stages run "
                          f"({', '.join(stages)})")
-    return {s: read_parameter_file(options.presets.get(s) or parameter_file(s.capitalize())) for s in stages}
+    paths = {s: Path(options.presets.get(s) or parameter_file(s.capitalize())) for s in stages}
+    return {s: check_parameter_map(read_parameter_file(path), path.name, wheel) for s, path in paths.items()}
 
 
 def register_images(
@@ -217,8 +220,8 @@ def register_images(
         start = np.asarray(options.initial_matrix, dtype=float)
         if start.shape != (4, 4) or not np.all(np.isfinite(start)) or abs(np.linalg.det(start[:3, :3])) < 1e-6:
             raise InputError("the initial matrix must be an invertible 4x4 fixed->moving LPS matrix")
-    parameters = _stage_parameters(options)
     backend = choose_backend(options.backend, options.elastix_executable)
+    parameters = _stage_parameters(options, wheel=backend == ITK_ELASTIX)
     started = time.perf_counter()
     _report(progress, 0.0, "preparing images")
     fixed, fixed_modality = _prepare(fixed, "fixed", options.fixed_modality)
