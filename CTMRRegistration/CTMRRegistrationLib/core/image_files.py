@@ -188,6 +188,6 @@ def check_volume_file(path) -> None:
         raise InputError(f"{path.name} has {reader.GetNumberOfComponents()} values per voxel (colour or vector "
                          f"image): {SUPPORTED}")
     if reader.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
-        array = sitk.GetArrayViewFromImage(reader.Execute())
-        if not np.isfinite(array).all():
+        image = reader.Execute()  # kept: a view of a temporary image would outlive it
+        if not np.isfinite(sitk.GetArrayViewFromImage(image)).all():
             raise InputError(f"{path.name} contains NaN or infinite voxel values: {SUPPORTED} with finite values")

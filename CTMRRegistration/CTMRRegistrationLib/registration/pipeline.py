@@ -27,7 +27,7 @@ from ..elastix.job import ElastixJob
 from ..elastix.parameter_checks import check_parameter_map
 from ..elastix.parameters import ParameterMap, read_parameter_file
 from ..elastix.transforms import compose, is_linear, linear_transform_map, sitk_from_transform_map
-from . import initialization
+from . import initialization, input_checks
 from .bias_field import correct_bias_field
 from .common_region import common_region, crop_to_points
 
@@ -169,6 +169,7 @@ def _initialize(fixed, moving, modalities, options, result, start: np.ndarray | 
 
 def _prepare(image: sitk.Image, role: str, modality: str | None) -> tuple[sitk.Image, str]:
     check_volume(image, role)
+    input_checks.check_geometry(image, role)
     working = sitk.Cast(shrink_to_spacing(image, WORKING_SPACING_MM), sitk.sitkFloat32)
     return working, modality or guess_modality(image)
 
@@ -235,6 +236,9 @@ def register_images(
     if start is not None and swap:
         start = np.linalg.inv(start)
     inputs = _align_linear(*pair, modalities, options, stages, result, start)
+    if result.status == "mirrored":
+        input_checks.check_mirror_evidence({"fixed": fixed, "moving": moving},
+                                           {"fixed": options.fixed_modality, "moving": options.moving_modality})
     if swap:
         result.transform = sitk_from_matrix(np.linalg.inv(result.matrix))
         result.initial_transform = result.initial_transform.GetInverse()
