@@ -7,6 +7,7 @@ header promises (NIfTI-1/2, NRRD, MetaImage)."""
 
 from __future__ import annotations
 
+import gzip
 import re
 import struct
 import zlib
@@ -35,6 +36,10 @@ META_TYPE_BYTES = {"MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 
 
 class _Damaged(Exception):
     """The file's voxel data is not what its header promises."""
+
+
+class _NonFinite(Exception):
+    """The file stores NaN or infinite voxel values."""
 
 
 def _inflate(stream) -> tuple[int, bytes]:
@@ -70,29 +75,42 @@ def _expect(size: int, expected: int) -> None:
         raise _Damaged(f"truncated: {size} bytes of voxel data where the header promises {expected}")
 
 
+def _nifti_header(head: bytes) -> tuple[str, tuple, int, int, int]:
+    """(byte order, dims, datatype, bitpix, voxel offset) of a NIfTI-1 or NIfTI-2 header."""
+    for order in "<>":
+        if len(head) >= 348 and struct.unpack(order + "i", head[:4])[0] == 348:
+            datatype, bitpix = struct.unpack(order + "2h", head[70:74])
+            return order, struct.unpack(order + "8h", head[40:56]), datatype, bitpix, int(
+                struct.unpack(order + "f", head[108:112])[0])
+        if len(head) >= 540 and struct.unpack(order + "i", head[:4])[0] == 540:
+            datatype, bitpix = struct.unpack(order + "2h", head[12:16])
+            return order, struct.unpack(order + "8q", head[16:80]), datatype, bitpix, struct.unpack(
+                order + "q", head[168:176])[0]
+    raise _Damaged("not a NIfTI file (no valid header)")
+
+
+NIFTI_FLOATS = {16: "f4", 64: "f8"}
+
+
 def _check_nifti(path: Path) -> None:
-    if path.name.lower().endswith(".gz"):
+    compressed = path.name.lower().endswith(".gz")
+    if compressed:
         with path.open("rb") as stream:
             size, head = _inflate(stream)
     else:
         size = path.stat().st_size
         with path.open("rb") as stream:
             head = stream.read(544)
-    for order in "<>":
-        if len(head) >= 348 and struct.unpack(order + "i", head[:4])[0] == 348:
-            dims = struct.unpack(order + "8h", head[40:56])
-            bitpix, offset = struct.unpack(order + "h", head[72:74])[0], struct.unpack(order + "f", head[108:112])[0]
-            break
-        if len(head) >= 540 and struct.unpack(order + "i", head[:4])[0] == 540:
-            bitpix = struct.unpack(order + "h", head[14:16])[0]
-            dims, offset = struct.unpack(order + "8q", head[16:80]), struct.unpack(order + "q", head[168:176])[0]
-            break
-    else:
-        raise _Damaged("not a NIfTI file (no valid header)")
+    order, dims, datatype, bitpix, offset = _nifti_header(head)
     if not 1 <= dims[0] <= 7 or bitpix <= 0:
         raise _Damaged("invalid NIfTI header")
     voxels = int(np.prod([max(int(d), 1) for d in dims[1: dims[0] + 1]]))
-    _expect(size - int(offset), voxels * bitpix // 8)
+    _expect(size - offset, voxels * bitpix // 8)
+    if datatype in NIFTI_FLOATS:  # ITK reads NaN in NIfTI as 0: look at the stored values themselves
+        data = gzip.decompress(path.read_bytes()) if compressed else path.read_bytes()
+        values = np.frombuffer(data, dtype=order + NIFTI_FLOATS[datatype], count=voxels, offset=offset)
+        if not np.isfinite(values).all():
+            raise _NonFinite()
 
 
 def _header_fields(stream, separator: str, stop) -> dict[str, str]:
@@ -151,8 +169,13 @@ def _check_meta(path: Path) -> None:
     _expect(size, int(np.prod(sizes)) * element * channels)
 
 
+def _non_finite(path: Path) -> str:
+    return f"{path.name} contains NaN or infinite voxel values: {SUPPORTED} with finite values"
+
+
 def check_data_integrity(path) -> None:
-    """InputError when the voxel data of `path` is truncated or corrupt (NIfTI, NRRD, MetaImage)."""
+    """InputError when the voxel data of `path` is truncated or corrupt (NIfTI, NRRD, MetaImage), or, for NIfTI
+    (whose reader turns them into zeros), holds NaN or infinite values."""
     path = Path(path)
     name = path.name.lower()
     checker = (_check_nifti if name.endswith((".nii", ".nii.gz")) else
@@ -162,6 +185,8 @@ def check_data_integrity(path) -> None:
         return
     try:
         checker(path)
+    except _NonFinite as error:
+        raise InputError(_non_finite(path)) from error
     except _Damaged as error:
         raise InputError(f"cannot read volume {path.name}: damaged file, {error}") from error
     except (OSError, ValueError, struct.error) as error:
@@ -190,4 +215,4 @@ def check_volume_file(path) -> None:
     if reader.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
         image = reader.Execute()  # kept: a view of a temporary image would outlive it
         if not np.isfinite(sitk.GetArrayViewFromImage(image)).all():
-            raise InputError(f"{path.name} contains NaN or infinite voxel values: {SUPPORTED} with finite values")
+            raise InputError(_non_finite(path))
