@@ -264,7 +264,7 @@ def test_full_device_after_registration_keeps_the_transform(tmp_path):
     folder.mkdir()
     command = [sys.executable, "-m", "CTMRRegistrationLib.apps.register_cli", "--fixed", CT, "--moving", MR,
                "--output-transform", folder / "t.h5", "--output-volume", folder / "v.nii", *FAST]
-    script = f"; ls -a {folder} >&2"
+    script = f"; code=$?; ls -a {folder} >&2; exit $code"
     done = run_on_full_device(folder, ["sh", "-c", " ".join(f"'{c}'" for c in map(str, command)) + script],
                               size="4m", leave_kib=1500, env=os.environ | {"PYTHONPATH": LIBRARY})
     assert done.returncode == register_cli.EXIT_OUTPUT, done.stderr[-3000:]
