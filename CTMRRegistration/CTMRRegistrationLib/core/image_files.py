@@ -173,14 +173,34 @@ def _non_finite(path: Path) -> str:
     return f"{path.name} contains NaN or infinite voxel values: {SUPPORTED} with finite values"
 
 
+def _checker(path: Path):
+    name = path.name.lower()
+    return (_check_nifti if name.endswith((".nii", ".nii.gz")) else
+            _check_nrrd if name.endswith((".nrrd", ".nhdr")) else
+            _check_meta if name.endswith((".mha", ".mhd")) else None)
+
+
+def data_damage(path) -> str | None:
+    """Why the voxel data of `path` is not what its header promises (truncated, corrupt), or None."""
+    path = Path(path)
+    checker = _checker(path)
+    try:
+        if checker is not None:
+            checker(path)
+    except _Damaged as error:
+        return str(error)
+    except (OSError, ValueError, struct.error) as error:
+        return f"unreadable ({error})"
+    except _NonFinite:
+        return None
+    return None
+
+
 def check_data_integrity(path) -> None:
     """InputError when the voxel data of `path` is truncated or corrupt (NIfTI, NRRD, MetaImage), or, for NIfTI
     (whose reader turns them into zeros), holds NaN or infinite values."""
     path = Path(path)
-    name = path.name.lower()
-    checker = (_check_nifti if name.endswith((".nii", ".nii.gz")) else
-               _check_nrrd if name.endswith((".nrrd", ".nhdr")) else
-               _check_meta if name.endswith((".mha", ".mhd")) else None)
+    checker = _checker(path)
     if checker is None:
         return
     try:

@@ -10,7 +10,7 @@ import SimpleITK as sitk
 import slicer
 
 from ..core.errors import InputError, OutputError
-from ..core.image_files import check_data_integrity, check_volume_file
+from ..core.image_files import check_volume_file, data_damage
 from ..core.output_files import write_atomically
 from .scene import MRMLContext
 
@@ -113,7 +113,9 @@ def _storage_node_for(context: MRMLContext, node, path: Path):
 def _verify(node, path: Path) -> None:
     """Read a written file back: volumes whole (compressed data to its end), transforms readable by ITK."""
     if node.IsA("vtkMRMLVolumeNode") and not node.IsA("vtkMRMLSegmentationNode"):
-        check_data_integrity(path)
+        damage = data_damage(path)
+        if damage:
+            raise ValueError(f"the file read back is damaged ({damage}; disk full?)")
         sitk.ReadImage(str(path))
     elif node.IsA("vtkMRMLTransformNode"):
         sitk.ReadTransform(str(path))
