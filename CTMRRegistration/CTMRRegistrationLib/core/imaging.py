@@ -7,6 +7,8 @@ import SimpleITK as sitk
 
 from .errors import InputError
 
+MODALITIES = ("CT", "MR")
+
 
 def check_volume(image: sitk.Image, role: str) -> None:
     """Raise InputError unless `image` is a non-empty, non-constant 3-D scalar image."""
@@ -30,7 +32,7 @@ def guess_modality(image: sitk.Image) -> str:
     like Hounsfield units (air near -1000)."""
     if image.HasMetaDataKey(DICOM_MODALITY_TAG):
         tag = image.GetMetaData(DICOM_MODALITY_TAG).strip().upper()
-        if tag in ("CT", "MR"):
+        if tag in MODALITIES:
             return tag
     array = sitk.GetArrayViewFromImage(image)
     sample = array.ravel()[:: max(1, array.size // 200_000)]
@@ -61,6 +63,18 @@ def resample_isotropic(image: sitk.Image, spacing_mm: float, default_value: floa
         image, size, sitk.Transform(), sitk.sitkLinear, image.GetOrigin(), [spacing_mm] * 3,
         image.GetDirection(), default_value, sitk.sitkFloat32,
     )
+
+
+def resample_on_grid(image: sitk.Image, grid: sitk.Image, transform: sitk.Transform | None = None,
+                     interpolator: int = sitk.sitkLinear, background: float | None = None,
+                     pixel_type: int = sitk.sitkFloat32) -> sitk.Image:
+    """`image` resampled on `grid` through the grid->image `transform` (any SimpleITK transform, composites
+    included; default identity). Outside `image` the value is `background` (default its minimum: air for CT,
+    background for MR)."""
+    if background is None:
+        background = float(np.min(sitk.GetArrayViewFromImage(image)))
+    transform = sitk.CompositeTransform([transform]) if transform is not None else sitk.Transform()
+    return sitk.Resample(image, grid, transform, interpolator, background, pixel_type)
 
 
 def index_to_physical_matrix(image: sitk.Image) -> np.ndarray:

@@ -187,6 +187,7 @@ def register_images_from_landmarks(
     """Intensity registration started from the landmarks' rigid pose instead of the global search: one
     fixed->moving transform (result.transform), the landmark pose in result.initial_transform."""
     initial = landmark_initial_matrix(fixed_points, moving_points)
-    result = register_images(fixed, moving, replace(options or RegistrationOptions(), initial_matrix=initial), progress)
+    result = register_images(fixed, moving, replace(options or RegistrationOptions(), initial_matrix=initial),
+                             progress=progress)
     result.metrics["initialization"] = {"method": "landmarks", "pairs": len(np.asarray(fixed_points))}
     return result
