@@ -57,6 +57,7 @@ def test_cancel_stops_elastix():
         choose_backend().run(shift_job(), cancelled=lambda: True)
 
 
+@pytest.mark.slow
 def test_itk_elastix_wheel_recovers_the_same_shift():
     from CTMRRegistrationLib.elastix.wheel import run_itk_elastix
 

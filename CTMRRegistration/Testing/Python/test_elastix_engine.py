@@ -22,6 +22,8 @@ from CTMRRegistrationLib.elastix.parameters import read_parameter_file, write_pa
 from CTMRRegistrationLib.elastix.transforms import linear_transform_map, sitk_from_transform_map
 from CTMRRegistrationLib.mrml.transform_nodes import inverse_transform_node, new_transform_node
 
+pytestmark = pytest.mark.slow  # real registrations of the bundled pair
+
 needs_executable = pytest.mark.skipif(shutil.which("elastix") is None, reason="no elastix executable on PATH")
 
 

@@ -109,6 +109,7 @@ def test_compose_is_exact_for_linear_and_ordered_for_composites():
     np.testing.assert_allclose(composite.TransformPoint(point[0].tolist()), transform_points(first, point)[0])
 
 
+@pytest.mark.slow
 def test_landmark_start_pose_is_refined_and_composed_into_one_transform(sample_ct, sample_mr, reference_ct_to_mr,
                                                                         ct_object_points):
     """MR moved 180 degrees: the landmark pose (6 points, 3 mm localisation noise) starts elastix."""

@@ -37,6 +37,7 @@ def reference_qa(sample_ct, sample_mr, reference_ct_to_mr):
     return assess(sample_ct, sample_mr, reference_ct_to_mr, options=OPTIONS)
 
 
+@pytest.mark.slow
 def test_reference_transform_is_ok(reference_qa):
     assert reference_qa.verdict == "ok", reference_qa.reasons
     metrics = reference_qa.metrics
@@ -48,6 +49,7 @@ def test_reference_transform_is_ok(reference_qa):
 
 @pytest.mark.parametrize("degrees, millimetres", [((10.0, -8.0, 6.0), (12.0, -10.0, 12.0)),  # 20 mm, 15 degrees
                                                    ((180.0, 0.0, 0.0), (0.0, 0.0, 0.0))])
+@pytest.mark.slow
 def test_wrong_transforms_fail(degrees, millimetres, sample_ct, sample_mr, reference_ct_to_mr, object_centre):
     wrong = off_by(reference_ct_to_mr, degrees, millimetres, object_centre)
     result = assess(sample_ct, sample_mr, wrong, options=OPTIONS)
@@ -55,6 +57,7 @@ def test_wrong_transforms_fail(degrees, millimetres, sample_ct, sample_mr, refer
     assert len(result.reasons) >= 2 and any("edges" in reason for reason in result.reasons)
 
 
+@pytest.mark.slow
 def test_mr_fixed_direction(sample_ct, sample_mr, reference_ct_to_mr, object_centre):
     """Restarts run with the CT as elastix's fixed image whatever the direction assessed."""
     result = assess(sample_mr, sample_ct, np.linalg.inv(reference_ct_to_mr), options=OPTIONS)
@@ -88,6 +91,7 @@ def test_inverse_consistency_and_perturbed_starts(reference_ct_to_mr, object_cen
     np.testing.assert_allclose(moved[0], -moved[1])
 
 
+@pytest.mark.slow
 def test_ground_truth_is_reported_not_graded(sample_ct, sample_mr, reference_ct_to_mr, object_centre):
     fixed_targets = object_centre + np.array([[0.0, 0.0, 0.0], [30.0, 0.0, 0.0], [0.0, -25.0, 20.0]])
     moving_targets = transform_points(reference_ct_to_mr, fixed_targets)
@@ -104,6 +108,7 @@ def test_ground_truth_is_reported_not_graded(sample_ct, sample_mr, reference_ct_
     assert result.verdict == "ok"
 
 
+@pytest.mark.slow
 def test_deformable_transform_gets_jacobian_statistics(sample_ct, sample_mr, reference_ct_to_mr, object_centre):
     """A thin-plate spline through reference landmarks with 1 mm jitter: smooth, no folding."""
     fixed_points = object_centre + np.array([[-50.0, -30, -40], [50, -30, 40], [0, 50, -40], [0, 0, 50],
@@ -116,6 +121,7 @@ def test_deformable_transform_gets_jacobian_statistics(sample_ct, sample_mr, ref
     assert "restart_drift_mm" not in result.metrics and result.verdict == "ok", result.reasons
 
 
+@pytest.mark.slow
 def test_thick_slices_are_assessed(sample_ct, sample_mr, reference_ct_to_mr):
     """A clinical MR grid: 1 mm in-plane, 3 mm slices, coarser than the 2 mm QA grid along one axis only."""
     spacing = (1.0, 1.0, 3.0)
@@ -146,6 +152,7 @@ class RecordingBackend:
         return self.cancel_after is not None and self.runs >= self.cancel_after
 
 
+@pytest.mark.slow
 def test_restarts_run_on_the_chosen_backend_and_stop_on_cancel(sample_ct, sample_mr, reference_ct_to_mr):
     recording = RecordingBackend(choose_backend())
     result = assess(sample_ct, sample_mr, reference_ct_to_mr, options=QAOptions(restarts=2, threads=2,
@@ -165,6 +172,7 @@ def test_a_cancel_before_the_assessment_runs_nothing(sample_ct, sample_mr, refer
     assert recording.runs == 0
 
 
+@pytest.mark.slow
 def test_every_graded_cue_is_produced(sample_ct, sample_mr, reference_ct_to_mr, reference_qa):
     """A misspelt cue would be silently ungraded (a cue that is absent counts as ok): each limit's cue must be
     among the metrics of a linear assessment with a backward transform, or of a deformable one."""

@@ -12,6 +12,8 @@ from conftest import move_header, p95_distance, rigid_pose
 
 from CTMRRegistrationLib import Cancelled, RegistrationOptions, register_images
 
+pytestmark = pytest.mark.slow  # real registrations of the bundled pair
+
 OPTIONS = RegistrationOptions(threads=2)
 POSES = {
     "shift 20 mm": ((0.0, 0.0, 0.0), (12.0, -10.0, 12.0)),
