@@ -32,6 +32,7 @@ from ..core.geometry import matrix_from_sitk, transform_points
 from ..elastix.export import write_elastix_transform
 from ..mrml import node_io as mrml_io
 from ..mrml.logic import RegistrationLogic
+from ..mrml.node_io import TRANSFORM_OUTPUT_SUFFIXES
 from ..mrml.nodes import add_volume_from_sitk, sitk_from_volume
 from ..mrml.qa_inputs import load_qa_files
 from ..mrml.scene import create_headless_context
@@ -41,7 +42,6 @@ from ..qa.report import REPORT_NAME
 from ..registration.pipeline import BIAS_CORRECTIONS, INITIALIZATIONS, preset_stage
 from . import arguments
 
-TRANSFORM_SUFFIXES = (".h5", ".tfm", ".txt")
 EXIT_FAILED, EXIT_INPUT, EXIT_MIRRORED = 1, 2, 3
 
 
@@ -105,12 +105,12 @@ def _check_arguments(args, parser) -> None:
     missing = [name for name in ("fixed", "moving", "output_transform") if getattr(args, name) is None]
     if missing:
         parser.error("missing " + ", ".join("--" + m.replace("_", "-") for m in missing) + " (or use --demo)")
-    if not args.output_transform.name.lower().endswith(TRANSFORM_SUFFIXES):
-        raise InputError(f"--output-transform must end in {', '.join(TRANSFORM_SUFFIXES)}")
+    if not args.output_transform.name.lower().endswith(TRANSFORM_OUTPUT_SUFFIXES):
+        raise InputError(f"--output-transform must end in {', '.join(TRANSFORM_OUTPUT_SUFFIXES)}")
     for option in ("output_inverse_transform",):
         path = getattr(args, option)
-        if path is not None and not path.name.lower().endswith(TRANSFORM_SUFFIXES):
-            raise InputError(f"--{option.replace('_', '-')} must end in {', '.join(TRANSFORM_SUFFIXES)}")
+        if path is not None and not path.name.lower().endswith(TRANSFORM_OUTPUT_SUFFIXES):
+            raise InputError(f"--{option.replace('_', '-')} must end in {', '.join(TRANSFORM_OUTPUT_SUFFIXES)}")
     if args.report and args.no_qa:
         raise InputError("--report needs the quality assessment: drop --no-qa")
 
