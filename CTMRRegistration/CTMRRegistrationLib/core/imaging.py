@@ -85,6 +85,16 @@ def index_to_physical_matrix(image: sitk.Image) -> np.ndarray:
     return matrix
 
 
+def mask_points(mask: sitk.Image, count: int | None = None, seed: int = 0) -> np.ndarray:
+    """Voxel centres (LPS, N x 3) inside `mask`; with `count`, at most that many drawn evenly (same `seed`,
+    same points)."""
+    voxels = np.argwhere(sitk.GetArrayViewFromImage(mask) > 0)[:, ::-1].astype(float)
+    if count is not None and len(voxels) > count:
+        voxels = voxels[np.random.default_rng(seed).choice(len(voxels), count, replace=False)]
+    matrix = index_to_physical_matrix(mask)
+    return voxels @ matrix[:3, :3].T + matrix[:3, 3]
+
+
 def physical_corners(image: sitk.Image) -> np.ndarray:
     """The 8 corner points (LPS) of the image's voxel-centre box."""
     size = np.asarray(image.GetSize()) - 1

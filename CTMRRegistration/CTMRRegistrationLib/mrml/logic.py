@@ -22,11 +22,12 @@ from ..registration.pipeline import (
     register_images,
     scaled_progress,
 )
-from .landmark_registration import LandmarkRegistrationResult, markups_points, register_points
+from .landmark_registration import LandmarkRegistrationResult, register_points
 from .nodes import (
     add_volume_from_sitk,
     labels_from_markups,
     parent_transforms,
+    points_from_markups,
     sitk_from_volume,
     update_volume_from_sitk,
 )
@@ -192,8 +193,9 @@ class RegistrationLogic:
     def _landmark_start(fixed_landmarks, moving_landmarks, leave_out) -> LandmarkRegistrationResult | None:
         if not check_pair(fixed_landmarks, moving_landmarks, "landmark lists"):
             return None
-        return register_points(markups_points(fixed_landmarks, leave_out), markups_points(moving_landmarks, leave_out),
-                               "rigid", labels_from_markups(fixed_landmarks), labels_from_markups(moving_landmarks))
+        return register_points(points_from_markups(fixed_landmarks, leave_out),
+                               points_from_markups(moving_landmarks, leave_out), "rigid",
+                               labels_from_markups(fixed_landmarks), labels_from_markups(moving_landmarks))
 
     @staticmethod
     def _assess(registration: RegistrationResult, fixed, moving, ground_truth: dict, qa_options: QAOptions,
