@@ -20,6 +20,7 @@ import slicer
 import vtk
 from slicer import (
     vtkMRMLMarkupsFiducialNode,
+    vtkMRMLMarkupsROINode,
     vtkMRMLScalarVolumeNode,
     vtkMRMLSegmentationNode,
     vtkMRMLTableNode,
@@ -132,10 +133,11 @@ class CTMRRegistrationParameterNode:
 
     Inputs: fixedVolume and movingVolume (either may be the CT); optional landmark lists (corresponding points),
     target lists (points whose error is reported) and segmentations, for the quality check.
-    Options: the elastix stages, automatic initialisation (pose search; off: centres aligned), auto-crop,
-    MR bias-field correction, a custom elastix preset, harden; useMasks, acceptMirror and backend (advanced).
+    Options: the elastix stages, automatic initialisation (pose search; off: centres aligned), auto-crop or a
+    crop region (an ROI), MR bias-field correction, a custom elastix preset, harden; useMasks, acceptMirror
+    and backend (advanced).
     Outputs: outputTransform (created when empty), outputVolume (moving resampled on the fixed grid), the
-    verdict and the metrics table, and the report folder.
+    verdict and the metrics table, the registered region (an ROI to edit and reuse), and the report folder.
     """
 
     fixedVolume: vtkMRMLScalarVolumeNode
@@ -152,6 +154,7 @@ class CTMRRegistrationParameterNode:
     deformableStage: bool = False
     automaticInitialization: bool = True
     autoCrop: bool = True
+    cropRoi: vtkMRMLMarkupsROINode
     biasCorrection: Annotated[str, Choice(["auto", "on", "off"])] = "auto"
     presetFile: Path
     hardenResult: bool = False
@@ -162,6 +165,7 @@ class CTMRRegistrationParameterNode:
     outputTransform: vtkMRMLTransformNode
     outputVolume: vtkMRMLScalarVolumeNode
     metricsTable: vtkMRMLTableNode
+    registeredRegion: vtkMRMLMarkupsROINode
     reportFolder: Path
     verdict: str = ""
 
@@ -220,6 +224,7 @@ class CTMRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.showOverlayButton.connect("clicked(bool)", self.onShowOverlay)
         self.ui.showCheckerboardButton.connect("clicked(bool)", self.onShowCheckerboard)
         self.ui.openReportButton.connect("clicked(bool)", self.onOpenReport)
+        self.ui.cropVolumesButton.connect("clicked(bool)", self.onCropVolumes)
         self._setRunning(False)
         self.initializeParameterNode()
 
@@ -272,6 +277,8 @@ class CTMRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.showOverlayButton.enabled = bool(p and p.fixedVolume and p.movingVolume)
         self.ui.showCheckerboardButton.enabled = bool(p) and self.panel.can_show_checkerboard(p) and not self._running
         self.ui.openReportButton.enabled = bool(p) and self.panel.report_target(p) is not None
+        self.ui.cropVolumesButton.enabled = bool(p and p.fixedVolume and p.movingVolume
+                                                 and (p.cropRoi or p.registeredRegion)) and not self._running
 
     def _setRunning(self, running: bool) -> None:
         self._running = running
@@ -348,6 +355,13 @@ class CTMRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             finally:
                 slicer.app.restoreOverrideCursor()
             slicer.util.setSliceViewerLayers(background=board, foreground=None, fit=True)
+
+    def onCropVolumes(self) -> None:
+        """Cropped copies of both volumes inside the crop region (else the registered region)."""
+        with showErrors("Cannot crop the volumes"):
+            fixedCropped, movingCropped = self.panel.crop_volumes(self._parameterNode)
+            slicer.util.setSliceViewerLayers(background=fixedCropped, foreground=movingCropped,
+                                             foregroundOpacity=0.5, fit=True)
 
     def onOpenReport(self) -> None:
         target = self.panel.report_target(self._parameterNode)

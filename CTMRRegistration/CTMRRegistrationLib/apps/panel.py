@@ -17,6 +17,7 @@ import vtk
 
 from ..core.errors import InputError
 from ..core.imaging import resample_on_grid
+from ..mrml.crop_roi import cropped_volume
 from ..mrml.logic import RegistrationLogic
 from ..mrml.nodes import add_volume_from_sitk, ijk_to_world_lps, sitk_from_volume, update_volume_from_sitk
 from ..mrml.scene_registration import SceneRegistrationResult
@@ -42,6 +43,7 @@ class PanelSettings:
     deformableStage: bool = False
     automaticInitialization: bool = True
     autoCrop: bool = True
+    cropRoi: object = None
     biasCorrection: str = "auto"
     presetFile: Path = Path()
     hardenResult: bool = False
@@ -51,6 +53,7 @@ class PanelSettings:
     outputTransform: object = None
     outputVolume: object = None
     metricsTable: object = None
+    registeredRegion: object = None
     reportFolder: Path = Path()
     verdict: str = ""
 
@@ -82,6 +85,9 @@ def registration_arguments(settings) -> dict:
         "initialization": "search" if settings.automaticInitialization else "center",
         "use_masks": settings.useMasks,
         "crop": settings.autoCrop,
+        "crop_roi": settings.cropRoi,
+        "output_crop_roi": settings.registeredRegion,
+        "add_crop_roi": True,
         "accept_mirror": settings.acceptMirror,
         "bias_correction": BIAS_CORRECTIONS[settings.biasCorrection],
         "backend": settings.backend,
@@ -207,6 +213,8 @@ class Panel:
         verdict, rows = result_summary(result)
         if result.transform_node is not None:
             settings.outputTransform = result.transform_node
+        if result.crop_roi_node is not None:
+            settings.registeredRegion = result.crop_roi_node
         if not settings.metricsTable:
             settings.metricsTable = self.logic.context.scene.AddNewNodeByClass("vtkMRMLTableNode",
                                                                                "CT-MR registration metrics")
@@ -235,6 +243,15 @@ class Panel:
         display.SetAutoWindowLevel(False)
         display.SetWindowLevelMinMax(0.0, 1.0)
         return self.checkerboard_node
+
+    def crop_volumes(self, settings) -> tuple:
+        """Cropped copies of the fixed and moving volumes (as they lie in the scene) inside the crop region, else
+        the registered region, made by the scene's Crop Volume logic (voxel-based: voxels keep their positions)."""
+        roi = settings.cropRoi or settings.registeredRegion
+        if roi is None:
+            raise InputError("No region yet: register first, or choose a crop region.")
+        return tuple(cropped_volume(self.logic.context, volume, roi)
+                     for volume in (settings.fixedVolume, settings.movingVolume))
 
     @staticmethod
     def report_target(settings) -> Path | None:

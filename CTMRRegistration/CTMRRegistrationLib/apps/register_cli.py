@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--init", choices=INITIALIZATIONS, default="search",
                         help="start pose: global search (default), geometric centres, or the headers as they are")
     parser.add_argument("--no-masks", action="store_true", help="do not restrict elastix to foreground masks")
+    parser.add_argument("--crop-roi", type=Path, help="markups ROI (.mrk.json) in FIXED's frame: register within it "
+                        "instead of the automatic common region")
+    parser.add_argument("--output-crop-roi", type=Path, help="the region registered, as a markups ROI (.mrk.json) "
+                        "to edit and pass back with --crop-roi")
     parser.add_argument("--accept-mirror", action="store_true",
                         help="register even when the moving image looks mirrored (the result then reflects)")
     parser.add_argument("--stages", default="rigid", help="elastix stages in order: rigid, rigid,affine or "
@@ -137,6 +141,7 @@ def register_files(args) -> tuple[SceneRegistrationResult, dict]:
     landmarks = {f"{role}_landmarks": mrml_io.load_markups(context, getattr(args, f"{role}_landmarks"))
                  for role in ("fixed", "moving") if getattr(args, f"{role}_landmarks") is not None}
     ground_truth = load_qa_files(context, args.fixed_targets, args.moving_targets, args.fixed_seg, args.moving_seg)
+    crop_roi = mrml_io.load_markups(context, args.crop_roi) if args.crop_roi else None
     resampled_node = None
     if args.output_volume:
         resampled_node = context.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", f"{moving_node.GetName()} on fixed")
@@ -148,7 +153,8 @@ def register_files(args) -> tuple[SceneRegistrationResult, dict]:
         backend=backend, threads=args.threads,
         bias_correction=BIAS_CORRECTIONS[args.bias_correction],
         fixed_modality=args.fixed_modality, moving_modality=args.moving_modality,
-        qa=not args.no_qa, report_directory=args.report, **landmarks, **ground_truth,
+        qa=not args.no_qa, report_directory=args.report, crop_roi=crop_roi, add_crop_roi=bool(args.output_crop_roi),
+        **landmarks, **ground_truth,
     )
     outputs = {}
     for role, node in result.mask_nodes.items():
@@ -163,6 +169,8 @@ def register_files(args) -> tuple[SceneRegistrationResult, dict]:
     if args.output_elastix_transform:
         written = write_elastix_transform(result.transform, sitk_from_volume(fixed_node), args.output_elastix_transform)
         outputs["elastix_transform"] = str(written[-1])
+    if result.crop_roi_node is not None:
+        outputs["crop_roi"] = str(mrml_io.save_node(context, result.crop_roi_node, args.output_crop_roi))
     if resampled_node is not None:
         outputs["volume"] = str(mrml_io.save_node(context, resampled_node, args.output_volume))
     if args.report:

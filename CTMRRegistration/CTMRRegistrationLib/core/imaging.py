@@ -95,9 +95,12 @@ def mask_points(mask: sitk.Image, count: int | None = None, seed: int = 0) -> np
     return voxels @ matrix[:3, :3].T + matrix[:3, 3]
 
 
-def physical_corners(image: sitk.Image) -> np.ndarray:
-    """The 8 corner points (LPS) of the image's voxel-centre box."""
+def physical_corners(image: sitk.Image, faces: bool = False) -> np.ndarray:
+    """The 8 corner points (LPS) of the image's voxel-centre box (with `faces`, of its outer voxel faces), x
+    varying slowest, then y, then z."""
     size = np.asarray(image.GetSize()) - 1
     corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)]) * size
+    if faces:
+        corners = corners + np.array([[i, j, k] for i in (-1, 1) for j in (-1, 1) for k in (-1, 1)]) * 0.5
     matrix = index_to_physical_matrix(image)
     return corners @ matrix[:3, :3].T + matrix[:3, 3]

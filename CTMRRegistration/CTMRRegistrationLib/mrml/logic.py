@@ -22,6 +22,7 @@ from ..registration.pipeline import (
     register_images,
     scaled_progress,
 )
+from .crop_roi import roi_corners, roi_from_corners, set_roi_corners
 from .landmark_registration import LandmarkRegistrationResult, register_points
 from .nodes import (
     add_volume_from_sitk,
@@ -140,6 +141,8 @@ class RegistrationLogic:
         options = replace(options, backend=choose_backend(options.backend, options.elastix_executable))
         fixed = sitk_from_volume(fixed_node, leave_out=output_node)
         moving = sitk_from_volume(moving_node, leave_out=output_node)
+        if scene.crop_roi is not None:
+            options = replace(options, crop=True, crop_region=roi_corners(scene.crop_roi))
         landmarks = self._landmark_start(scene.fixed_landmarks, scene.moving_landmarks, output_node)
         if landmarks is not None:
             options = replace(options, initial_matrix=landmarks.transform.matrix)
@@ -171,6 +174,11 @@ class RegistrationLogic:
                scene: SceneOptions) -> None:
         """Put the result in the scene: the transform node, the masks, the resampled volume, the moving chain."""
         self._add_mask_nodes(result, fixed_node, moving_node, scene)
+        if result.crop_region is not None and scene.output_crop_roi is not None:
+            set_roi_corners(scene.output_crop_roi, result.crop_region)
+            result.crop_roi_node = scene.output_crop_roi
+        elif result.crop_region is not None and scene.add_crop_roi:
+            result.crop_roi_node = roi_from_corners(self.context, result.crop_region, f"{fixed_node.GetName()} region")
         if scene.output_transform_node is not None:
             _take_out_of_chain(moving_node, scene.output_transform_node)
         result.transform_node = self._store_transform(result, fixed_node, moving_node, scene.output_transform_node,

@@ -29,6 +29,9 @@ class SceneOptions:
     moving_targets: object = None
     fixed_segmentation: object = None  # segmentation or labelmap nodes: Dice and surface distances
     moving_segmentation: object = None
+    crop_roi: object = None  # a markups ROI node (fixed-volume world frame): the region to register
+    output_crop_roi: object = None  # an ROI node that receives the region registered (result.crop_roi_node)
+    add_crop_roi: bool = False  # without output_crop_roi, leave the region in a new ROI node
     qa: bool | QAOptions = True
     report_directory: str | Path | None = None
 
@@ -62,6 +65,7 @@ class SceneRegistrationResult:
     qa: QAResult | None = None
     transform_node: object = None
     mask_nodes: dict = field(default_factory=dict)
+    crop_roi_node: object = None
 
     def __getattr__(self, name: str):
         if name == "registration":

@@ -27,7 +27,7 @@ from ..elastix.parameters import ParameterMap, read_parameter_file
 from ..elastix.transforms import compose, is_linear, linear_transform_map, sitk_from_transform_map
 from . import initialization
 from .bias_field import correct_bias_field
-from .common_region import common_region, crop_to_points
+from .common_region import crop_boxes, crop_to_points
 
 ProgressCallback = Callable[[float, str], None]
 CancelledCallback = Callable[[], bool]
@@ -47,6 +47,7 @@ class RegistrationOptions:
     initial_matrix: np.ndarray | None = None  # a fixed->moving 4x4 LPS start pose (e.g. landmarks): no search
     use_masks: bool = True
     crop: bool = True  # crop both images to the region their objects share at the start pose
+    crop_region: np.ndarray | None = None  # (N, 3) fixed-space LPS points (an ROI's corners) to crop to instead
     accept_mirror: bool = False
     stages: tuple[str, ...] = ("rigid",)  # in order, from rigid, affine, deformable
     presets: dict[str, Path] = field(default_factory=dict)  # stage -> elastix parameter file (default: bundled)
@@ -78,6 +79,7 @@ class RegistrationResult:
     backend: str = ""  # the elastix that ran, with its version
     fixed_mask: sitk.Image | None = None  # foreground masks on the working grids, for inspection
     moving_mask: sitk.Image | None = None
+    crop_region: np.ndarray | None = None  # corners (LPS, fixed space) of the region registered (voxel faces)
 
     @property
     def deformable(self) -> bool:
@@ -221,13 +223,15 @@ def register_images(
     start = options.initial_matrix
     if start is not None and swap:
         start = np.linalg.inv(start)
-    inputs = _align_linear(*pair, modalities, options, stages, result, start)
+    inputs = _align_linear(*pair, modalities, options, stages, result, start, region_in_moving=swap)
     if swap:
         result.transform = sitk_from_matrix(np.linalg.inv(result.matrix))
         result.initial_transform = result.initial_transform.GetInverse()
         result.fixed_mask, result.moving_mask = result.moving_mask, result.fixed_mask
         result.fixed_modality, result.moving_modality = fixed_modality, moving_modality
         inputs = inputs.swapped() if inputs is not None else None
+    if inputs is not None and options.crop:
+        result.crop_region = physical_corners(inputs.fixed, faces=True)
     result.linear_transform = result.transform
     if "deformable" in parameters and result.status == "ok":
         result.transform = stages.elastix("deformable", inputs, result.transform)
@@ -318,7 +322,8 @@ def _use_bias_correction(options: RegistrationOptions, modality: str) -> bool:
     return modality == "MR" if options.bias_correction is None else options.bias_correction
 
 
-def _align_linear(fixed, moving, modalities, options, stages: _StageRunner, result, start) -> _ElastixInputs | None:
+def _align_linear(fixed, moving, modalities, options, stages: _StageRunner, result, start,
+                  region_in_moving: bool) -> _ElastixInputs | None:
     """Masks, initialisation, bias correction, common-region crop and the linear elastix stages.
 
     Sets result.transform; returns the cropped inputs for a later deformable stage (None when mirrored).
@@ -347,10 +352,11 @@ def _align_linear(fixed, moving, modalities, options, stages: _StageRunner, resu
     inputs = _ElastixInputs(fixed, moving, fixed_mask, moving_mask)
     if options.crop:
         stages.start("crop", 0.5, "cropping to the common region")
-        fixed_box, moving_box = common_region(fixed_mask, moving_mask, initial)
+        fixed_box, moving_box, margin = crop_boxes(fixed_mask, moving_mask, initial, options.crop_region,
+                                                   region_in_moving)
         inputs = _ElastixInputs(
-            crop_to_points(fixed, fixed_box), crop_to_points(moving, moving_box),
-            crop_to_points(fixed_mask, fixed_box), crop_to_points(moving_mask, moving_box),
+            crop_to_points(fixed, fixed_box, margin), crop_to_points(moving, moving_box, margin),
+            crop_to_points(fixed_mask, fixed_box, margin), crop_to_points(moving_mask, moving_box, margin),
         )
         result.metrics["cropped_sizes"] = {"fixed": list(inputs.fixed.GetSize()),
                                            "moving": list(inputs.moving.GetSize())}
