@@ -7,16 +7,17 @@ from pathlib import Path
 
 from ..core.errors import InputError
 from ..core.output_files import check_output_file, check_output_folder
+from ..mrml.node_io import TRANSFORM_OUTPUT_SUFFIXES as TRANSFORM_SUFFIXES
 
-TRANSFORM_SUFFIXES = (".h5", ".tfm", ".txt")
 VOLUME_SUFFIXES = (".nrrd", ".nii", ".nii.gz", ".mha")
 FILE_OUTPUTS = {
     "output_transform": TRANSFORM_SUFFIXES, "output_inverse_transform": TRANSFORM_SUFFIXES,
     "output_volume": VOLUME_SUFFIXES, "output_elastix_transform": (".txt",), "overlay": (".png",),
+    "output_crop_roi": (".mrk.json",),
 }
 FOLDER_OUTPUTS = ("report", "output_masks")
 INPUTS = ("fixed", "moving", "transform", "backward_transform", "fixed_landmarks", "moving_landmarks",
-          "fixed_targets", "moving_targets", "fixed_seg", "moving_seg", "elastix")
+          "fixed_targets", "moving_targets", "fixed_seg", "moving_seg", "elastix", "crop_roi")
 
 
 def _option(name: str) -> str:

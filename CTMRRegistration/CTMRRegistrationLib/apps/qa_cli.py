@@ -33,6 +33,7 @@ from ..mrml.qa_inputs import load_qa_files, segmentation_pair, target_points
 from ..mrml.scene import create_headless_context
 from ..qa.assess import QAOptions, QAResult, assess
 from ..qa.report import REPORT_NAME, write_qa_report
+from . import arguments
 from .output_checks import check_outputs
 from .signals import Interrupted, signals_interrupt
 
@@ -42,23 +43,17 @@ EXIT_CODES = {"ok": EXIT_OK, "failed": EXIT_FAILED, "check": EXIT_CHECK}
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ctmr-qa", description="Assess the quality of a CT-MR registration.")
-    parser.add_argument("--fixed", type=Path, required=True, help="fixed volume (.nrrd, .nii, .nii.gz, .mha)")
-    parser.add_argument("--moving", type=Path, required=True, help="moving volume")
+    arguments.add_pair(parser, required=True)
     parser.add_argument("--transform", type=Path, required=True, help="ITK transform file, fixed->moving LPS")
     parser.add_argument("--backward-transform", type=Path, help="ITK transform file, moving->fixed LPS")
-    parser.add_argument("--fixed-targets", type=Path, help="target points in the fixed volume (.mrk.json, .fcsv)")
-    parser.add_argument("--moving-targets", type=Path, help="the same targets in the moving volume")
-    parser.add_argument("--fixed-seg", type=Path, help="segmentation of the fixed volume (.seg.nrrd or labelmap)")
-    parser.add_argument("--moving-seg", type=Path, help="segmentation of the moving volume")
-    parser.add_argument("--report", type=Path, help="folder for the HTML report and its pictures")
-    parser.add_argument("--json", action="store_true", help="print one JSON object with verdict, reasons, metrics")
-    parser.add_argument("--threads", type=int, default=None, help="threads for elastix (default: all)")
+    arguments.add_ground_truth(parser)
+    arguments.add_outputs(parser)
+    arguments.add_elastix(parser)
     parser.add_argument("--restarts", type=int, default=QAOptions.restarts,
                         help=f"short registrations from perturbed starts (default {QAOptions.restarts}, 0 to skip)")
     parser.add_argument("--backward-refinement", action="store_true",
                         help="without --backward-transform, register FIXED onto MOVING to measure inverse consistency")
-    parser.add_argument("--fixed-modality", choices=("CT", "MR"), help="override the detected modality")
-    parser.add_argument("--moving-modality", choices=("CT", "MR"), help="override the detected modality")
+    arguments.add_modalities(parser)
     return parser
 
 
@@ -78,9 +73,8 @@ def read_transform(path: Path) -> sitk.Transform:
 def assess_files(args) -> tuple[QAResult, dict, list[str]]:
     """Load the inputs, assess, write the report when asked; the result, the files written and a warning when
     the report could not be written."""
-    if args.threads is not None and args.threads < 1:
-        raise InputError("--threads must be at least 1")
     check_outputs(args)
+    backend = arguments.elastix_backend(args)
     context = create_headless_context()
     fixed = sitk_from_volume(mrml_io.load_volume(context, args.fixed))
     moving = sitk_from_volume(mrml_io.load_volume(context, args.moving))
@@ -90,16 +84,18 @@ def assess_files(args) -> tuple[QAResult, dict, list[str]]:
     ground_truth = target_points(nodes.get("fixed_targets"), nodes.get("moving_targets"))
     ground_truth |= segmentation_pair(context, nodes.get("fixed_segmentation"), nodes.get("moving_segmentation"))
     options = QAOptions(restarts=args.restarts, backward_refinement=args.backward_refinement,
-                        threads=args.threads, fixed_modality=args.fixed_modality, moving_modality=args.moving_modality)
+                        threads=args.threads, fixed_modality=args.fixed_modality, moving_modality=args.moving_modality,
+                        backend=backend)
     result = assess(fixed, moving, transform, backward, options=options, **ground_truth)
     outputs, warnings = {}, []
     if args.report:
         inputs = {name: str(getattr(args, name)) for name in ("fixed", "moving", "transform", "backward_transform",
                                                               "fixed_targets", "moving_targets", "fixed_seg",
                                                               "moving_seg") if getattr(args, name) is not None}
+        parameters = vars(options) | {"backend": backend.name}
         try:
             write_folder_atomically(args.report, lambda folder: write_qa_report(
-                folder, fixed, moving, transform, result, inputs=inputs, parameters=vars(options)))
+                folder, fixed, moving, transform, result, inputs=inputs, parameters=parameters))
             outputs["report"] = str(args.report / REPORT_NAME)
         except OutputError as error:
             warnings.append(f"report not written: {error}")
