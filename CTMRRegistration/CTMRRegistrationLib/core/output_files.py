@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import InputError, OutputError
@@ -82,7 +84,34 @@ def _fsync(path: Path, directory: bool = False) -> None:
         os.close(descriptor)
 
 
-def _reason(error: BaseException) -> str:
+@contextmanager
+def native_stderr_held() -> Iterator[list[str]]:
+    """Hold what C/C++ libraries print to the process's stderr inside the block (HDF5 prints 50 lines when a
+    disk is full); the list yielded receives it. The caller decides: print it, or replace it by one line."""
+    held: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield held
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            held.append(sink.read().decode(errors="replace"))
+
+
+def _device_full(folder: Path) -> bool:
+    try:
+        return os.statvfs(folder).f_bavail == 0
+    except OSError:
+        return False
+
+
+def _reason(error: BaseException, folder: Path | None = None) -> str:
+    if folder is not None and _device_full(folder):
+        return "no space left on the device"
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
@@ -107,7 +136,7 @@ def write_atomically(path, write: Callable[[Path], object], verify: Callable[[Pa
         temporary = staging / path.name
         write(temporary)
         if not temporary.is_file() or temporary.stat().st_size == 0:
-            raise OutputError(f"cannot write {path}: nothing was written (disk full?)")
+            raise OSError(f"nothing was written to {path.name}")
         _fsync(temporary)
         if verify is not None:
             verify(temporary)
@@ -116,7 +145,7 @@ def write_atomically(path, write: Callable[[Path], object], verify: Callable[[Pa
     except OutputError:
         raise
     except Exception as error:  # OSError, ITK's RuntimeError, or an InputError from reading the file back
-        raise OutputError(f"cannot write {path}: {_reason(error)}") from error
+        raise OutputError(f"cannot write {path}: {_reason(error, path.parent)}") from error
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return path

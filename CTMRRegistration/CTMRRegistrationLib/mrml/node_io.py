@@ -4,14 +4,15 @@ volume files are checked whole before reading and every file is written atomical
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import SimpleITK as sitk
 import slicer
 
-from ..core.errors import InputError, OutputError
+from ..core.errors import InputError
 from ..core.image_files import check_volume_file, data_damage
-from ..core.output_files import write_atomically
+from ..core.output_files import native_stderr_held, write_atomically
 from .scene import MRMLContext
 
 VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
@@ -128,14 +129,20 @@ def save_node(context: MRMLContext, node, path) -> Path:
     path = Path(path)
     storage = _storage_node_for(context, node, path)
 
+    held: list[str] = []
+
     def write(temporary: Path) -> None:
         storage.SetFileName(str(temporary))
-        if not storage.WriteData(node):
-            reason = _first_line(storage.GetUserMessages().GetAllMessagesAsString())
-            raise OutputError(f"cannot write {path}: {reason}")
+        with native_stderr_held() as printed:
+            written = storage.WriteData(node)
+        held.extend(printed)
+        if not written:  # a one-line error replaces the libraries' diagnostics
+            raise RuntimeError(_first_line(storage.GetUserMessages().GetAllMessagesAsString()))
 
     try:
         write_atomically(path, write, lambda temporary: _verify(node, temporary))
     finally:
         storage.SetFileName(str(path))
+    if "".join(held).strip():
+        print("".join(held), end="", file=sys.stderr)  # warnings of a write that worked
     return path
