@@ -18,7 +18,7 @@ from test_output_files import LIBRARY, needs_mount_namespace, run_on_full_device
 from CTMRRegistrationLib.apps import qa_cli, register_cli
 from CTMRRegistrationLib.core import resources
 from CTMRRegistrationLib.core.errors import RegistrationError
-from CTMRRegistrationLib.elastix.executable import _run
+from CTMRRegistrationLib.elastix.executable import ElastixExecutable, _run, run_elastix_executable
 from CTMRRegistrationLib.elastix.job import ElastixJob
 from CTMRRegistrationLib.elastix.parameters import read_parameter_file
 from CTMRRegistrationLib.elastix.progress import ElastixProgress
@@ -177,6 +177,21 @@ def test_failing_elastix_names_its_exit_status(tmp_path, capsys):
                              "--elastix", "/bin/false", *FAST)
     assert code == register_cli.EXIT_FAILED and message == "elastix failed (exit status 1): it printed nothing"
     assert files_in(tmp_path) == []
+
+
+def test_failing_elastix_names_the_line_that_says_why(tmp_path):
+    fake = tmp_path / "elastix"
+    fake.write_text("#!/bin/sh\necho 'Running elastix with parameter file 0: \"p\".'\n"
+                    "echo 'itk::ExceptionObject (0x1)'\necho 'Location: \"unknown\"'\n"
+                    "echo 'Description: itk::ERROR: Elastix: the images have no common samples'\n"
+                    "echo 'Error occurred during actual registration.'\nexit 1\n")
+    fake.chmod(0o755)
+    image = sitk.Image(20, 20, 20, sitk.sitkFloat32) + 1.0
+    job = ElastixJob(image, image, [read_parameter_file(resources.parameter_file("Rigid"))])
+    with pytest.raises(RegistrationError) as caught:
+        run_elastix_executable(ElastixExecutable(fake), job)
+    assert str(caught.value).splitlines()[0] == ("elastix failed (exit status 1): itk::ERROR: Elastix: the images "
+                                                 "have no common samples")
 
 
 def test_elastix_is_stopped_at_its_time_limit(tmp_path):
