@@ -13,11 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from conftest import p95_distance
 from test_output_files import LIBRARY, needs_mount_namespace, run_on_full_device
 
 from CTMRRegistrationLib.apps import qa_cli, register_cli
 from CTMRRegistrationLib.core import resources
 from CTMRRegistrationLib.core.errors import RegistrationError
+from CTMRRegistrationLib.core.geometry import matrix_from_sitk
 from CTMRRegistrationLib.elastix.executable import ElastixExecutable, _run, run_elastix_executable
 from CTMRRegistrationLib.elastix.job import ElastixJob
 from CTMRRegistrationLib.elastix.parameters import read_parameter_file
@@ -300,3 +302,36 @@ def test_unrecognised_fixed_intensities_are_named_instead_of_a_mirrored_moving_i
     assert code == register_cli.EXIT_INPUT
     assert message.startswith("the fixed image's intensities span only [0, 1]") and "--fixed-modality" in message
     assert not (tmp_path / "t.h5").exists()
+
+
+def failing_write(folder, *args, **kwargs):
+    """A report writer that dies half-way as on a full disk (fault injection; the pictures and MRML are real)."""
+    (Path(folder) / "report.html").write_text("<html>half")
+    raise OSError(28, "No space left on device")
+
+
+def test_qa_report_failure_is_a_warning_and_leaves_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(qa_cli, "write_qa_report", failing_write)
+    code = qa_cli.main(["--fixed", CT, "--moving", MR, "--transform", str(resources.sample_reference_transform_path()),
+                        "--restarts", "0", "--threads", "1", "--report", str(tmp_path / "report")])
+    captured = capsys.readouterr()
+    assert code == qa_cli.EXIT_OUTPUT and "verdict: ok" in captured.out
+    assert captured.err.strip().splitlines()[-1] == (f"ctmr-qa: warning: report not written: cannot write "
+                                                     f"{tmp_path / 'report'}: No space left on device")
+    assert files_in(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_register_report_failure_keeps_the_transform(tmp_path, capsys, monkeypatch, reference_ct_to_mr,
+                                                    ct_object_points):
+    monkeypatch.setattr(register_cli.RegistrationLogic, "write_report", staticmethod(failing_write))
+    code = register_cli.main(["--fixed", CT, "--moving", MR, "--output-transform", str(tmp_path / "t.h5"),
+                              "--report", str(tmp_path / "report"), "--threads", "1", "--json"])
+    captured = capsys.readouterr()
+    assert code == register_cli.EXIT_OUTPUT, captured.err[-2000:]
+    report = json.loads(captured.out)
+    assert report["outputs"] == {"transform": str(tmp_path / "t.h5")}
+    assert any(w.startswith("report not written: cannot write") for w in report["warnings"])
+    written = sitk.ReadTransform(str(tmp_path / "t.h5"))
+    assert p95_distance(matrix_from_sitk(written), reference_ct_to_mr, ct_object_points) < 5.0
+    assert files_in(tmp_path) == ["t.h5"]
