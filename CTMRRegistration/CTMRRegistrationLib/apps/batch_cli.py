@@ -36,7 +36,8 @@ RESERVED_OPTIONS = ("--fixed", "--moving", "--output-transform", "--report", "--
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="ctmr-batch", description="Register a CT/MR cohort listed in a CSV manifest, on Dask distributed.",
+        prog="ctmr-batch", allow_abbrev=False,
+        description="Register a CT/MR cohort listed in a CSV manifest, on Dask distributed.",
         epilog="Any other option is passed to ctmr-register for every case (a manifest column wins over it).")
     parser.add_argument("manifest", type=Path, help="CSV with columns case,fixed,moving and optional "
                         "fixed_landmarks, moving_landmarks, fixed_targets, moving_targets, fixed_seg, moving_seg, "
@@ -58,8 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
 def check_register_options(options: list[str]) -> None:
     """Refuse options ctmr-batch sets per case, and any that ctmr-register would not accept."""
     for token in options:
-        if token.split("=")[0] in RESERVED_OPTIONS:
-            raise InputError(f"{token.split('=')[0]} is set per case by ctmr-batch and cannot be passed through")
+        name = token.split("=")[0]
+        if name in RESERVED_OPTIONS:
+            hint = " (use --threads-per-case)" if name == "--threads" else ""
+            raise InputError(f"{name} is set per case by ctmr-batch and cannot be passed through{hint}")
     parser = register_cli.build_parser()
 
     def refuse(message: str):
