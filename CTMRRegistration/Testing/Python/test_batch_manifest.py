@@ -98,5 +98,6 @@ def test_manifest_column_changes_only_its_case(tmp_path):
     jobs = [[case_job(case, tmp_path / "out", ["--init", "centre"], 1) for case in cases] for cases in (before, after)]
     assert jobs[0][0].fingerprint == jobs[1][0].fingerprint
     assert jobs[0][1].fingerprint != jobs[1][1].fingerprint
-    assert jobs[1][1].arguments[:2] == ("--init", "centre") and jobs[1][1].arguments[-2:] == ("--stages", "rigid,affine")
+    arguments = jobs[1][1].arguments
+    assert arguments[:2] == ("--init", "centre") and arguments[-2:] == ("--stages", "rigid,affine")
     assert case_job(before[0], tmp_path / "out", ["--init", "centre"], 2).fingerprint != jobs[0][0].fingerprint
