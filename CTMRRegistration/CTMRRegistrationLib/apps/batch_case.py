@@ -74,6 +74,8 @@ def case_record(job: CaseJob, exit_code: int, result: dict | None, log: Path) ->
     """The summary of one finished child: status, verdict, QA reasons, main metrics, error."""
     record = {"case": job.case, "fingerprint": job.fingerprint, "exit_code": exit_code, "verdict": "",
               "reasons": [], "metrics": {}, "error": ""}
+    if result is None and exit_code == 2:  # ctmr-register refused its options before reading anything
+        return record | {"status": "error", "error": _last_line(log) or "ctmr-register refused its options"}
     if result is None:
         how = f"killed by signal {-exit_code}" if exit_code < 0 else f"exit code {exit_code}"
         return record | {"status": "crashed", "error": f"ctmr-register {how}: {_last_line(log)}".rstrip(": ")}

@@ -72,10 +72,24 @@ def check_register_options(options: list[str]) -> None:
     parser.parse_args(["--fixed", "f", "--moving", "m", "--output-transform", "t.h5", *options])
 
 
+def check_columns_known(manifest: Path, cases: list[Case]) -> None:
+    """Refuse a row whose columns map to options this `ctmr-register` does not accept, naming its line."""
+    for case in cases:
+        try:
+            check_register_options(case.optional_arguments())
+        except InputError as error:
+            raise InputError(f"{manifest.name} line {case.line}: {error}") from error
+
+
+def _absolute(token: str) -> str:
+    """A pass-through argument naming an existing file or folder, made absolute for the workers."""
+    return str(Path(token).resolve()) if not token.startswith("-") and Path(token).exists() else token
+
+
 def case_job(case: Case, output_dir: Path, options: list[str], threads: int) -> CaseJob:
     """The job of one case: pass-through options first, so that the manifest's columns override them."""
     inputs = dict(case.paths) | {f"option {i}": Path(token) for i, token in enumerate(options)
-                                 if not token.startswith("-") and Path(token).is_file()}
+                                 if not token.startswith("-") and Path(token).exists()}
     fingerprint_options = [*options, *(f"{k}={v}" for k, v in sorted(case.values.items())), f"threads={threads}"]
     return CaseJob(case=case.case, directory=str(output_dir / case.case),
                    arguments=(*options, *case.register_arguments()), threads=threads,
@@ -97,8 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.threads_per_case < 1 or (args.workers is not None and args.workers < 1):
             raise InputError("--workers and --threads-per-case must be at least 1")
+        options = [_absolute(token) for token in options]
         check_register_options(options)
         cases = read_manifest(args.manifest)
+        check_columns_known(args.manifest, cases)
     except InputError as error:
         print(f"ctmr-batch: error: {error}", file=sys.stderr)
         return EXIT_INPUT

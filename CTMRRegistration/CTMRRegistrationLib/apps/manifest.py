@@ -39,8 +39,12 @@ class Case:
 
     def register_arguments(self) -> list[str]:
         """The `ctmr-register` options this row asks for, in column order."""
+        return ["--fixed", str(self.paths["fixed"]), "--moving", str(self.paths["moving"]), *self.optional_arguments()]
+
+    def optional_arguments(self) -> list[str]:
+        """The options of the optional columns filled in on this row."""
         arguments = []
-        for column in PATH_COLUMNS:
+        for column in PATH_COLUMNS[2:]:
             if column in self.paths:
                 arguments += [option_name(column), str(self.paths[column])]
         for column in VALUE_COLUMNS:

@@ -1,10 +1,12 @@
 """`ctmr-batch` refuses a malformed manifest or bad options before any work starts (exit 2, line named);
 fingerprints change exactly when an input's content or an option changes."""
 
+import argparse
 import os
 
 import pytest
 
+from CTMRRegistrationLib.apps import batch_cli
 from CTMRRegistrationLib.apps.batch_cli import EXIT_INPUT, case_job, main
 from CTMRRegistrationLib.apps.fingerprint import case_fingerprint, content_digest
 from CTMRRegistrationLib.apps.manifest import read_manifest
@@ -101,3 +103,16 @@ def test_manifest_column_changes_only_its_case(tmp_path):
     arguments = jobs[1][1].arguments
     assert arguments[:2] == ("--init", "centre") and arguments[-2:] == ("--stages", "rigid,affine")
     assert case_job(before[0], tmp_path / "out", ["--init", "centre"], 2).fingerprint != jobs[0][0].fingerprint
+
+
+def test_column_whose_option_ctmr_register_lacks_is_refused_with_its_line(tmp_path, capsys, monkeypatch):
+    def older_register_parser() -> argparse.ArgumentParser:  # a ctmr-register without --stages
+        parser = argparse.ArgumentParser(prog="ctmr-register")
+        for option in ("--fixed", "--moving", "--output-transform"):
+            parser.add_argument(option)
+        return parser
+
+    monkeypatch.setattr(batch_cli.register_cli, "build_parser", older_register_parser)
+    path = manifest(tmp_path, "case,fixed,moving,stages\na,ct,mr,\nb,ct,mr,rigid\n")
+    assert main([str(path), "--output-dir", str(tmp_path / "out")]) == EXIT_INPUT
+    assert "cases.csv line 3: ctmr-register option: unrecognized arguments: --stages rigid" in capsys.readouterr().err
