@@ -42,16 +42,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("manifest", type=Path, help="CSV with columns case,fixed,moving and optional "
                         "fixed_landmarks, moving_landmarks, fixed_targets, moving_targets, fixed_seg, moving_seg, "
                         "fixed_mask, moving_mask, stages; paths relative to the CSV's folder")
-    parser.add_argument("--output-dir", type=Path, required=True, help="folder for the cases, summary.csv, index.html")
+    parser.add_argument("--output-dir", type=Path, required=True, metavar="DIR",
+                        help="folder for the cases, summary.csv, index.html")
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=int, help="local Dask workers, one case each at a time "
+    where.add_argument("--workers", type=int, metavar="N", help="local Dask workers, one case each at a time "
                        "(default: CPU cores / threads per case)")
-    where.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786")
-    parser.add_argument("--threads-per-case", type=int, default=1, help="threads of each case (default 1)")
-    parser.add_argument("--memory-per-worker", default="auto",
+    where.add_argument("--scheduler", metavar="ADDRESS", help="address of a running Dask scheduler, e.g. tcp://host:8786")
+    parser.add_argument("--threads-per-case", type=int, default=1, metavar="T", help="threads of each case (default 1)")
+    parser.add_argument("--memory-per-worker", default="auto", metavar="SIZE",
                         help="memory limit of each local worker, e.g. 4GB (default: RAM / workers); a case whose "
                         "processes exceed its worker's limit is stopped and recorded as out of memory")
-    parser.add_argument("--dashboard-address", default=":8787", help="local Dask dashboard address (default :8787)")
+    parser.add_argument("--dashboard-address", default=":8787", metavar="ADDRESS",
+                        help="local Dask dashboard address (default :8787)")
     parser.add_argument("--force", action="store_true", help="recompute every case, even finished ones")
     return parser
 

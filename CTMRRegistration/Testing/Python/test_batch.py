@@ -29,13 +29,14 @@ HEADER = "case,fixed,moving,stages\n"
 KILL_AFTER_SECONDS = 3.0
 
 
-def command(manifest, output, *options) -> list[str]:
+def command(manifest, output, *options, where=("--workers", "2")) -> list[str]:
     return [sys.executable, "-m", "CTMRRegistrationLib", "batch", str(manifest), "--output-dir", str(output),
-            "--workers", "2", "--threads-per-case", "1", "--dashboard-address", ":0", *options]
+            *where, "--threads-per-case", "1", "--dashboard-address", ":0", *options]
 
 
-def batch(manifest, output, *options) -> subprocess.CompletedProcess:
-    return subprocess.run(command(manifest, output, *options), capture_output=True, text=True, timeout=900)
+def batch(manifest, output, *options, where=("--workers", "2")) -> subprocess.CompletedProcess:
+    return subprocess.run(command(manifest, output, *options, where=where), capture_output=True, text=True,
+                          timeout=900)
 
 
 def summary(output) -> dict[str, dict]:
@@ -171,3 +172,16 @@ def test_case_over_its_memory_limit_is_stopped(tmp_path, cohort):
     assert completed.returncode == 1 and row["status"] == "crashed"
     assert row["error"].startswith("out of memory") and int(row["peak_memory_mb"]) > 300
     assert os.path.getsize(tmp_path / "a" / "log.txt") > 0
+
+
+def test_runs_on_an_existing_scheduler(tmp_path, cohort):
+    from distributed import LocalCluster
+
+    folder, _ = cohort
+    manifest = folder / "missing_on_scheduler.csv"
+    manifest.write_text(HEADER + bad_rows().splitlines(keepends=True)[0])
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+        completed = batch(manifest, tmp_path, where=("--scheduler", cluster.scheduler_address))
+    assert completed.returncode == 1 and "1/1 done, 1 failed" in completed.stderr
+    row = summary(tmp_path)["missing"]
+    assert row["status"] == "error" and "nope.nii.gz" in row["error"]
