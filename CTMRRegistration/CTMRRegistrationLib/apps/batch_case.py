@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -163,10 +164,7 @@ def _count_attempt(directory: Path) -> int:
 def _remove_outputs(directory: Path) -> None:
     for name in (RECORD_NAME, TRANSFORM_NAME, RESULT_NAME, LOG_NAME):
         (directory / name).unlink(missing_ok=True)
-    report = directory / REPORT_DIRECTORY
-    if report.is_dir():
-        for file in report.iterdir():
-            file.unlink()
+    shutil.rmtree(directory / REPORT_DIRECTORY, ignore_errors=True)
 
 
 def _wait_measuring(child: subprocess.Popen, limit: int | None) -> tuple[int, int, bool]:

@@ -3,7 +3,8 @@
 One cohort run is shared by the first tests: two good cases (p95 < 5 mm against pose @ reference over the CT
 object), a missing file and an unreadable image (recorded with their error while the others finish, exit 1),
 and the worker of case `a` killed mid-case (Dask retries it once). Reruns then recompute nothing, a changed
-manifest option recomputes only its case, --force recomputes, and a case over its memory limit is stopped.
+manifest option recomputes only its case, --force recomputes, a case over its memory limit is stopped, and
+the same command runs on the workers of an existing scheduler.
 """
 
 import csv
