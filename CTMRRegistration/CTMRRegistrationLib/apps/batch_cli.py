@@ -155,7 +155,8 @@ def _compute(args, jobs: list[CaseJob], to_run: list[CaseJob], rows: list[dict])
 
 
 def _records_as_finished(client, jobs: list[CaseJob]):
-    """Submit every job (Dask retries a task once when its worker dies) and yield records as they finish."""
+    """Submit every job and yield records as they finish. A task that raises is retried once (retries=1);
+    one whose worker dies is rescheduled once (the scheduler's allowed-failures), then raises KilledWorker."""
     from distributed import as_completed
 
     from .batch_case import crashed_record, run_case
