@@ -1,10 +1,13 @@
-# Two entry points: `make demo` and `make test`. Both create or reuse .venv and install what is missing.
+# Entry points: `make demo` and `make test` (the README's), `make test-fast` for the inner loop, `make lint`,
+# `make bench`. Each creates or reuses .venv and installs what is missing.
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 PY := $(VENV)/bin/python
+SHARED ?= $(abspath ../shared/data/mridir-porcine)
+BENCH_CASES ?= 6
 
-.PHONY: demo test bench clean
+.PHONY: demo test test-fast lint bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq python3-venv)
@@ -20,6 +23,17 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+bench: $(STAMP)
+	CTMR_SHARED_DATA=$(SHARED) $(PY) bench/engine_benchmark.py --threads 2
+	CTMR_SHARED_DATA=$(SHARED) $(PY) bench/capture_benchmark.py --cases $(BENCH_CASES) --threads 2
+	CTMR_SHARED_DATA=$(SHARED) $(PY) bench/qa_benchmark.py --cases $(BENCH_CASES) --threads 2
 
 clean:
 	rm -rf $(VENV) ctmr-demo-output

@@ -1,9 +1,8 @@
 """CT-MR Registration: a 3D Slicer scripted module.
 
 All processing lives in CTMRRegistrationLib, which also runs without the Slicer application (on a slicer-core
-MRML scene). This file is the panel over it. Two functions are the only places where the panel meets the
-library: `registrationArguments` turns the parameter node into the keyword arguments of `register`, and
-`resultSummary` turns the result into the verdict and the rows of the metrics table.
+MRML scene). The panel's actions are CTMRRegistrationLib.apps.panel (Qt-free, tested headless on real MRML);
+this file only wires them to Qt.
 """
 
 import hashlib
@@ -11,7 +10,6 @@ import importlib
 import importlib.util
 import logging
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +20,7 @@ import slicer
 import vtk
 from slicer import (
     vtkMRMLMarkupsFiducialNode,
+    vtkMRMLMarkupsROINode,
     vtkMRMLScalarVolumeNode,
     vtkMRMLSegmentationNode,
     vtkMRMLTableNode,
@@ -37,16 +36,11 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 from CTMRRegistrationLib import Cancelled, CTMRError, RegistrationLogic
+from CTMRRegistrationLib.apps.panel import Panel, apply_problem
 from CTMRRegistrationLib.core import resources
 from CTMRRegistrationLib.elastix.backends import find_elastix_executable
-from CTMRRegistrationLib.mrml.logic import resample_on_fixed_grid
-from CTMRRegistrationLib.mrml.nodes import (
-    add_volume_from_sitk,
-    ijk_to_world_lps,
-    sitk_from_volume,
-    update_volume_from_sitk,
-)
-from CTMRRegistrationLib.registration.pipeline import preset_stage
+from CTMRRegistrationLib.mrml.nodes import sitk_from_volume
+from CTMRRegistrationLib.qa.report import REPORT_NAME
 
 SAMPLE_DATA_ATTRIBUTION = (
     "Sample data: porcine phantom CT and T2 MR from the MRI-DIR collection of The Cancer Imaging Archive "
@@ -58,9 +52,6 @@ SAMPLE_CATEGORY = "CT-MR Registration"
 SAMPLE_NAME = "Porcine CT and MR"
 SAMPLE_NODE_NAMES = ("PorcineCT", "PorcineMR")
 
-BIAS_CORRECTION = {"automatic": None, "on": True, "off": False}  # the panel's choice -> bias_correction
-REPORT_FILE = "report.html"  # opened by "Open report"; the folder opens when there is none yet
-CHECKERBOARD_SQUARE_MM = 20.0
 
 
 #
@@ -137,14 +128,16 @@ def loadSamplePair(source=None):
 @parameterNodeWrapper
 class CTMRRegistrationParameterNode:
     """What the panel shows, saved with the scene. The .ui file's SlicerParameterName properties connect each
-    field to its widget; `registrationArguments` maps the fields to the library call.
+    field to its widget; CTMRRegistrationLib.apps.panel.PanelSettings declares the same fields for headless use,
+    and registration_arguments maps them to the library call.
 
     Inputs: fixedVolume and movingVolume (either may be the CT); optional landmark lists (corresponding points),
     target lists (points whose error is reported) and segmentations, for the quality check.
-    Options: the elastix stages, automatic initialisation (pose search; off: centres aligned), auto-crop,
-    MR bias-field correction, a custom elastix preset, harden; useMasks, acceptMirror and backend (advanced).
+    Options: the elastix stages, automatic initialisation (pose search; off: centres aligned), auto-crop or a
+    crop region (an ROI), MR bias-field correction, a custom elastix preset, harden; useMasks, acceptMirror
+    and backend (advanced).
     Outputs: outputTransform (created when empty), outputVolume (moving resampled on the fixed grid), the
-    verdict and the metrics table, and the report folder.
+    verdict and the metrics table, the registered region (an ROI to edit and reuse), and the report folder.
     """
 
     fixedVolume: vtkMRMLScalarVolumeNode
@@ -161,7 +154,8 @@ class CTMRRegistrationParameterNode:
     deformableStage: bool = False
     automaticInitialization: bool = True
     autoCrop: bool = True
-    biasCorrection: Annotated[str, Choice(["automatic", "on", "off"])] = "automatic"
+    cropRoi: vtkMRMLMarkupsROINode
+    biasCorrection: Annotated[str, Choice(["auto", "on", "off"])] = "auto"
     presetFile: Path
     hardenResult: bool = False
     useMasks: bool = True
@@ -171,135 +165,9 @@ class CTMRRegistrationParameterNode:
     outputTransform: vtkMRMLTransformNode
     outputVolume: vtkMRMLScalarVolumeNode
     metricsTable: vtkMRMLTableNode
+    registeredRegion: vtkMRMLMarkupsROINode
     reportFolder: Path
     verdict: str = ""
-
-
-def optionalPath(path) -> Path | None:
-    """A path field's value, or None when it is empty (the parameter node stores an empty path as '.')."""
-    text = str(path or "").strip()
-    return None if text in ("", ".") else Path(text)
-
-
-def registrationArguments(parameters) -> dict:
-    """The keyword arguments of CTMRRegistrationLogic.register for the panel's settings (besides the two
-    volumes, progress and cancel): the one place where parameter-node fields reach the library.
-    Landmark lists replace the automatic start pose; target lists and segmentations feed the quality check."""
-    stages = (("rigid", parameters.rigidStage), ("affine", parameters.affineStage),
-              ("deformable", parameters.deformableStage))
-    arguments = {
-        "stages": tuple(stage for stage, selected in stages if selected),
-        "initialization": "search" if parameters.automaticInitialization else "center",
-        "use_masks": parameters.useMasks,
-        "crop": parameters.autoCrop,
-        "accept_mirror": parameters.acceptMirror,
-        "bias_correction": BIAS_CORRECTION[parameters.biasCorrection],
-        "backend": parameters.backend,
-        "harden": parameters.hardenResult,
-        "output_transform_node": parameters.outputTransform,
-        "output_volume_node": parameters.outputVolume,
-        "fixed_landmarks": parameters.fixedLandmarks,
-        "moving_landmarks": parameters.movingLandmarks,
-        "fixed_targets": parameters.fixedTargets,
-        "moving_targets": parameters.movingTargets,
-        "fixed_segmentation": parameters.fixedSegmentation,
-        "moving_segmentation": parameters.movingSegmentation,
-        "report_directory": optionalPath(parameters.reportFolder),
-    }
-    preset = optionalPath(parameters.presetFile)
-    if preset is not None:
-        arguments["presets"] = {preset_stage(preset): preset}
-    return arguments
-
-
-def _formatValue(value) -> str:
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(_formatValue(item) for item in value)
-    return str(value)
-
-
-def _metricRows(metrics: dict, prefix: str = "") -> list[tuple[str, str]]:
-    rows = []
-    for key, value in metrics.items():
-        if isinstance(value, dict):
-            rows += _metricRows(value, f"{prefix}{key} ")
-        else:
-            rows.append((f"{prefix}{key}", _formatValue(value)))
-    return rows
-
-
-def resultSummary(result) -> tuple[str, list[tuple[str, str]]]:
-    """The verdict and the (metric, value) rows of a RegistrationResult: the one place where results reach
-    the panel. The verdict is the quality check's (ok, check, failed), else the registration status."""
-    verdict = result.verdict or result.status
-    rows = [("verdict", verdict)] + [("reason", reason) for reason in (result.qa.reasons if result.qa else [])]
-    rows += [
-        ("status", result.status),
-        ("fixed / moving modality", f"{result.fixed_modality} / {result.moving_modality}"),
-        ("elastix backend", result.backend),
-        ("total time (s)", f"{result.seconds:.1f}"),
-    ]
-    rows += [(f"time {stage} (s)", f"{seconds:.1f}") for stage, seconds in result.stage_seconds.items()]
-    rows += _metricRows(result.metrics)
-    if result.qa is not None:
-        rows += _metricRows(result.qa.metrics, "quality ")
-    rows += [("warning", warning) for warning in result.warnings]
-    return verdict, rows
-
-
-def fillMetricsTable(tableNode, rows) -> None:
-    """Replace the table's content with two text columns, Metric and Value."""
-    columns = []
-    for index, name in enumerate(("Metric", "Value")):
-        column = vtk.vtkStringArray()
-        column.SetName(name)
-        for row in rows:
-            column.InsertNextValue(row[index])
-        columns.append(column)
-    with slicer.util.NodeModify(tableNode):
-        tableNode.RemoveAllColumns()
-        for column in columns:
-            tableNode.AddColumn(column)
-        tableNode.SetLocked(True)
-
-
-def imageWithGeometry(image: sitk.Image, ijkToLps: np.ndarray) -> sitk.Image:
-    """`image`'s voxels with the geometry of a 4x4 voxel-index-to-LPS matrix."""
-    spacing = np.linalg.norm(ijkToLps[:3, :3], axis=0)
-    placed = sitk.Image(image)
-    placed.SetSpacing(spacing.tolist())
-    placed.SetDirection((ijkToLps[:3, :3] / spacing).ravel().tolist())
-    placed.SetOrigin(ijkToLps[:3, 3].tolist())
-    return placed
-
-
-def _unitRange(image: sitk.Image) -> np.ndarray:
-    array = sitk.GetArrayFromImage(image).astype(np.float32)
-    low, high = np.percentile(array[::2, ::2, ::2], [1, 99])
-    return np.clip((array - low) / max(float(high - low), 1e-6), 0.0, 1.0)
-
-
-def checkerboardImage(fixed: sitk.Image, moving: sitk.Image, squareMm: float = CHECKERBOARD_SQUARE_MM) -> sitk.Image:
-    """Squares of `squareMm` alternating between `fixed` and `moving` (on the same grid), each scaled to [0, 1]
-    between its 1st and 99th intensity percentiles so that CT and MR share one window."""
-    fixedArray, movingArray = _unitRange(fixed), _unitRange(moving)
-    squares = [(np.arange(size) * spacing // squareMm).astype(int)
-               for size, spacing in zip(fixed.GetSize(), fixed.GetSpacing())]
-    parity = (squares[2][:, None, None] + squares[1][None, :, None] + squares[0][None, None, :]) % 2
-    board = sitk.GetImageFromArray(np.where(parity == 0, fixedArray, movingArray))
-    board.CopyInformation(fixed)
-    return board
-
-
-def needsItkElastixWheel(backend: str) -> bool:
-    """True when the chosen backend can only run through the itk-elastix wheel and it is not installed."""
-    if importlib.util.find_spec("itk") is not None:
-        return False
-    return backend == "itk-elastix" or (backend == "auto" and find_elastix_executable() is None)
 
 
 @contextmanager
@@ -315,28 +183,11 @@ def showErrors(what: str):
         slicer.util.errorDisplay(f"{what}: {error}\n\nThe application log has the details.")
 
 
-@dataclass
-class RegistrationRun:
-    """What the result buttons need from the last successful registration."""
-
-    fixedVolume: object
-    movingVolume: object
-    result: object
-    movingGeometry: np.ndarray  # the moving volume's voxel-to-LPS matrix (world) when registration started
-    hardened: bool
-
-    def movingAsRegistered(self) -> sitk.Image | None:
-        """The moving image where registration saw it, or None when hardening resampled its voxels."""
-        if self.hardened and self.result.deformable:
-            return None
-        return imageWithGeometry(sitk_from_volume(self.movingVolume, world=False), self.movingGeometry)
-
-    def alignedMovingImage(self, fixed: sitk.Image) -> sitk.Image:
-        """The moving volume resampled on the fixed grid through the result."""
-        moving = self.movingAsRegistered()
-        if moving is None:
-            return resample_on_fixed_grid(fixed, sitk_from_volume(self.movingVolume), sitk.Transform())
-        return resample_on_fixed_grid(fixed, moving, self.result.transform)
+def needsItkElastixWheel(backend: str) -> bool:
+    """True when the chosen backend can only run through the itk-elastix wheel and it is not installed."""
+    if importlib.util.find_spec("itk") is not None:
+        return False
+    return backend == "itk-elastix" or (backend == "auto" and find_elastix_executable() is None)
 
 
 #
@@ -351,12 +202,11 @@ class CTMRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic = None
+        self.panel = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._running = False
         self._cancelRequested = False
-        self._lastRun = None
-        self._checkerboardNode = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -365,6 +215,7 @@ class CTMRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = CTMRRegistrationLogic()
+        self.panel = Panel(self.logic)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -373,6 +224,7 @@ class CTMRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.showOverlayButton.connect("clicked(bool)", self.onShowOverlay)
         self.ui.showCheckerboardButton.connect("clicked(bool)", self.onShowCheckerboard)
         self.ui.openReportButton.connect("clicked(bool)", self.onOpenReport)
+        self.ui.cropVolumesButton.connect("clicked(bool)", self.onCropVolumes)
         self._setRunning(False)
         self.initializeParameterNode()
 
@@ -390,8 +242,7 @@ class CTMRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneStartClose(self, caller, event) -> None:
         self.setParameterNode(None)
-        self._lastRun = None
-        self._checkerboardNode = None
+        self.panel = Panel(self.logic)
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
@@ -417,32 +268,17 @@ class CTMRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
         self._updateButtons()
 
-    def _applyProblem(self) -> str | None:
-        """Why Register cannot run now, or None."""
-        p = self._parameterNode
-        if p is None:
-            return "No parameter node."
-        if not p.fixedVolume or not p.movingVolume:
-            return "Select the fixed and the moving volume."
-        if p.fixedVolume == p.movingVolume:
-            return "The fixed and the moving volume must differ."
-        if not (p.rigidStage or p.affineStage or p.deformableStage):
-            return "Select at least one stage."
-        return None
-
     def _updateButtons(self, caller=None, event=None) -> None:
-        problem = self._applyProblem()
+        p = self._parameterNode
+        problem = apply_problem(p) if p is not None else "No parameter node."
         self.ui.applyButton.enabled = problem is None and not self._running
         self.ui.applyButton.toolTip = problem or "Register the moving volume to the fixed volume."
-        p = self._parameterNode
         self.ui.metricsTableView.setMRMLTableNode(p.metricsTable if p else None)
         self.ui.showOverlayButton.enabled = bool(p and p.fixedVolume and p.movingVolume)
-        run = self._lastRun
-        sameVolumes = run is not None and p is not None and (run.fixedVolume, run.movingVolume) == (
-            p.fixedVolume, p.movingVolume)
-        self.ui.showCheckerboardButton.enabled = sameVolumes and not self._running
-        folder = optionalPath(p.reportFolder) if p else None
-        self.ui.openReportButton.enabled = folder is not None and folder.is_dir()
+        self.ui.showCheckerboardButton.enabled = bool(p) and self.panel.can_show_checkerboard(p) and not self._running
+        self.ui.openReportButton.enabled = bool(p) and self.panel.report_target(p) is not None
+        self.ui.cropVolumesButton.enabled = bool(p and p.fixedVolume and p.movingVolume
+                                                 and (p.cropRoi or p.registeredRegion)) and not self._running
 
     def _setRunning(self, running: bool) -> None:
         self._running = running
@@ -476,20 +312,16 @@ class CTMRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onApplyButton(self) -> None:
         """Register with progress and Cancel. After an error or a cancel the scene is as it was."""
         p = self._parameterNode
-        if self._applyProblem() is not None or not self._ensureElastix(p.backend):
+        if apply_problem(p) is not None or not self._ensureElastix(p.backend):
             return
-        fixed, moving = p.fixedVolume, p.movingVolume
         self._cancelRequested = False
         self._setRunning(True)
         result = None
         try:
-            with showErrors("Registration failed"):
-                movingGeometry = ijk_to_world_lps(moving)
+            with showErrors("Registration failed"), slicer.util.NodeModify(p):
                 try:
-                    result = self.logic.register(
-                        fixed, moving, progress=self._onProgress, cancelled=lambda: self._cancelRequested,
-                        **registrationArguments(p),
-                    )
+                    result = self.panel.register(p, progress=self._onProgress,
+                                                 cancelled=lambda: self._cancelRequested)
                 except Cancelled:
                     self.ui.statusLabel.text = "Cancelled: nothing was changed."
         finally:
@@ -498,22 +330,8 @@ class CTMRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if not self._cancelRequested:
                 self.ui.statusLabel.text = "Failed: nothing was changed."
             return
-        self._lastRun = RegistrationRun(fixed, moving, result, movingGeometry, p.hardenResult)
-        self._showResult(result)
-
-    def _showResult(self, result) -> None:
-        """Store the outputs in the parameter node, fill the metrics table, show the overlay."""
-        p = self._parameterNode
-        verdict, rows = resultSummary(result)
-        with slicer.util.NodeModify(p):
-            if result.transform_node is not None:
-                p.outputTransform = result.transform_node
-            if not p.metricsTable:
-                p.metricsTable = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", "CT-MR registration metrics")
-            fillMetricsTable(p.metricsTable, rows)
-            p.verdict = verdict
         notes = " ".join((result.qa.reasons if result.qa else []) + result.warnings)
-        self.ui.statusLabel.text = f"{verdict} in {result.seconds:.1f} s. {notes}".strip()
+        self.ui.statusLabel.text = f"{p.verdict} in {result.seconds:.1f} s. {notes}".strip()
         self._updateButtons()
         if result.status == "mirrored":
             slicer.util.warningDisplay(
@@ -530,28 +348,25 @@ class CTMRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onShowCheckerboard(self) -> None:
         """A volume of alternating fixed and registered moving squares on the fixed grid."""
-        run = self._lastRun
         with showErrors("Cannot show the checkerboard"):
             slicer.app.setOverrideCursor(qt.Qt.WaitCursor)
             try:
-                fixed = sitk_from_volume(run.fixedVolume)
-                board = checkerboardImage(fixed, run.alignedMovingImage(fixed))
+                board = self.panel.show_checkerboard()
             finally:
                 slicer.app.restoreOverrideCursor()
-            if self._checkerboardNode is None or slicer.mrmlScene.GetNodeByID(self._checkerboardNode.GetID()) is None:
-                name = slicer.mrmlScene.GenerateUniqueName(f"{run.movingVolume.GetName()} checkerboard")
-                self._checkerboardNode = add_volume_from_sitk(self.logic.context, board, name)
-            else:
-                update_volume_from_sitk(self._checkerboardNode, board)
-            displayNode = self._checkerboardNode.GetDisplayNode()
-            displayNode.SetAutoWindowLevel(False)
-            displayNode.SetWindowLevelMinMax(0.0, 1.0)
-            slicer.util.setSliceViewerLayers(background=self._checkerboardNode, foreground=None, fit=True)
+            slicer.util.setSliceViewerLayers(background=board, foreground=None, fit=True)
+
+    def onCropVolumes(self) -> None:
+        """Cropped copies of both volumes inside the crop region (else the registered region)."""
+        with showErrors("Cannot crop the volumes"):
+            fixedCropped, movingCropped = self.panel.crop_volumes(self._parameterNode)
+            slicer.util.setSliceViewerLayers(background=fixedCropped, foreground=movingCropped,
+                                             foregroundOpacity=0.5, fit=True)
 
     def onOpenReport(self) -> None:
-        folder = optionalPath(self._parameterNode.reportFolder)
-        target = folder / REPORT_FILE if (folder / REPORT_FILE).is_file() else folder
-        qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(target)))
+        target = self.panel.report_target(self._parameterNode)
+        if target is not None:
+            qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(target)))
 
 
 #
@@ -596,16 +411,23 @@ class CTMRRegistrationTest(ScriptedLoadableModuleTest):
             test()
 
     def loadPair(self):
-        import SampleData
-
+        """The pair as a user's click on the Sample Data button loads it: through the source's customDownloader."""
         registerSampleData()
-        return SampleData.downloadSamples(SAMPLE_NAME)
+        return loadSamplePair()
 
     def test_SampleDataLoadsThePair(self):
-        self.delayDisplay("Loading the bundled pair through Sample Data")
-        nodes = self.loadPair()
-        self.assertEqual([node.GetName() for node in nodes], list(SAMPLE_NODE_NAMES))
-        for node in nodes:
+        import SampleData
+
+        self.delayDisplay("Loading the bundled pair as the Sample Data button does (customDownloader)")
+        clicked = self.loadPair()
+        self.assertEqual([node.GetName() for node in clicked], list(SAMPLE_NODE_NAMES))
+        self.assertEqual(slicer.util.selectedModule(), "CTMRRegistration")
+        parameterNode = CTMRRegistrationLogic().getParameterNode()
+        self.assertEqual((parameterNode.fixedVolume, parameterNode.movingVolume), tuple(clicked))
+        self.delayDisplay("Loading it through SampleData.downloadSamples (scripts)")
+        slicer.mrmlScene.Clear()
+        scripted = SampleData.downloadSamples(SAMPLE_NAME)
+        for node in list(clicked) + list(scripted):
             self.assertGreater(node.GetImageData().GetNumberOfPoints(), 0)
         self.delayDisplay("Test passed")
 
@@ -632,8 +454,9 @@ class CTMRRegistrationTest(ScriptedLoadableModuleTest):
         moved = logic.register(ct, mr)
         self.assertEqual(moved.status, "ok")
         self.assertEqual(moved.verdict, "ok")
-        self.assertIs(mr.GetParentTransformNode(), moved.transform_node)
-        self.assertIs(moved.transform_node.GetParentTransformNode(), poseNode)
+        # The result is a world-space transform placed on top of the moving volume's existing chain.
+        self.assertIs(mr.GetParentTransformNode(), poseNode)
+        self.assertIs(poseNode.GetParentTransformNode(), moved.transform_node)
 
         flip = np.diag([-1.0, -1.0, 1.0, 1.0])
         poseLps = flip @ slicer.util.arrayFromVTKMatrix(pose.GetMatrix()) @ flip
@@ -666,7 +489,7 @@ class CTMRRegistrationTest(ScriptedLoadableModuleTest):
             self.assertIsNotNone(p.outputTransform)
             self.assertIs(mr.GetParentTransformNode(), p.outputTransform)
             self.assertGreater(p.metricsTable.GetNumberOfRows(), 3)
-            self.assertIn(">ok<", (Path(folder) / REPORT_FILE).read_text())
+            self.assertIn(">ok<", (Path(folder) / REPORT_NAME).read_text())
             p.reportFolder = Path()
         firstTransform = p.outputTransform
 
@@ -677,8 +500,9 @@ class CTMRRegistrationTest(ScriptedLoadableModuleTest):
         self.assertIsNone(firstTransform.GetParentTransformNode())
 
         widget.onShowCheckerboard()
-        self.assertIsNotNone(widget._checkerboardNode)
-        self.assertEqual(widget._checkerboardNode.GetImageData().GetDimensions(), ct.GetImageData().GetDimensions())
+        board = widget.panel.checkerboard_node
+        self.assertIsNotNone(board)
+        self.assertEqual(board.GetImageData().GetDimensions(), ct.GetImageData().GetDimensions())
         self.delayDisplay("Test passed")
 
     def test_PanelLeavesTheSceneUnchangedAfterErrorOrCancel(self):

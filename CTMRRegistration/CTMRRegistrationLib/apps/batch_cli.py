@@ -29,9 +29,8 @@ from .fingerprint import case_fingerprint
 from .manifest import Case, read_manifest
 
 EXIT_NOT_ALL_GOOD, EXIT_INPUT = 1, 2
-RESERVED_OPTIONS = ("--fixed", "--moving", "--output-transform", "--report", "--json", "--threads", "--demo",
-                    "--output-dir", "--output-volume", "--output-inverse-transform", "--output-elastix-transform",
-                    "--overlay", "--output-masks")
+SET_PER_CASE = ("--fixed", "--moving", "--output-transform", "--report", "--json", "--threads", "--demo",
+                "--output-dir")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,9 +61,12 @@ def check_register_options(options: list[str]) -> None:
     """Refuse options ctmr-batch sets per case, and any that ctmr-register would not accept."""
     for token in options:
         name = token.split("=")[0]
-        if name in RESERVED_OPTIONS:
+        if name in SET_PER_CASE:
             hint = " (use --threads-per-case)" if name == "--threads" else ""
             raise InputError(f"{name} is set per case by ctmr-batch and cannot be passed through{hint}")
+        if name.startswith("--output") or name == "--overlay":
+            raise InputError(f"{name} would write every case's output to one path: ctmr-batch writes the transform, "
+                             "result and report of each case into its own folder")
     parser = register_cli.build_parser()
 
     def refuse(message: str):

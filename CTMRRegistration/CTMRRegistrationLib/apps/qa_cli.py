@@ -30,6 +30,7 @@ from ..mrml.qa_inputs import load_qa_files, segmentation_pair, target_points
 from ..mrml.scene import create_headless_context
 from ..qa.assess import QAOptions, QAResult, assess
 from ..qa.report import write_qa_report
+from . import arguments
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_CHECK = 0, 1, 2, 3
 EXIT_CODES = {"ok": EXIT_OK, "failed": EXIT_FAILED, "check": EXIT_CHECK}
@@ -37,23 +38,17 @@ EXIT_CODES = {"ok": EXIT_OK, "failed": EXIT_FAILED, "check": EXIT_CHECK}
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ctmr-qa", description="Assess the quality of a CT-MR registration.")
-    parser.add_argument("--fixed", type=Path, required=True, help="fixed volume (.nrrd, .nii, .nii.gz, .mha)")
-    parser.add_argument("--moving", type=Path, required=True, help="moving volume")
+    arguments.add_pair(parser, required=True)
     parser.add_argument("--transform", type=Path, required=True, help="ITK transform file, fixed->moving LPS")
     parser.add_argument("--backward-transform", type=Path, help="ITK transform file, moving->fixed LPS")
-    parser.add_argument("--fixed-targets", type=Path, help="target points in the fixed volume (.mrk.json, .fcsv)")
-    parser.add_argument("--moving-targets", type=Path, help="the same targets in the moving volume")
-    parser.add_argument("--fixed-seg", type=Path, help="segmentation of the fixed volume (.seg.nrrd or labelmap)")
-    parser.add_argument("--moving-seg", type=Path, help="segmentation of the moving volume")
-    parser.add_argument("--report", type=Path, help="folder for the HTML report and its pictures")
-    parser.add_argument("--json", action="store_true", help="print one JSON object with verdict, reasons, metrics")
-    parser.add_argument("--threads", type=int, default=None, help="threads for elastix (default: all)")
+    arguments.add_ground_truth(parser)
+    arguments.add_outputs(parser)
+    arguments.add_elastix(parser)
     parser.add_argument("--restarts", type=int, default=QAOptions.restarts,
                         help=f"short registrations from perturbed starts (default {QAOptions.restarts}, 0 to skip)")
     parser.add_argument("--backward-refinement", action="store_true",
                         help="without --backward-transform, register FIXED onto MOVING to measure inverse consistency")
-    parser.add_argument("--fixed-modality", choices=("CT", "MR"), help="override the detected modality")
-    parser.add_argument("--moving-modality", choices=("CT", "MR"), help="override the detected modality")
+    arguments.add_modalities(parser)
     return parser
 
 
@@ -69,8 +64,7 @@ def read_transform(path: Path) -> sitk.Transform:
 
 def assess_files(args) -> tuple[QAResult, dict]:
     """Load the inputs, assess, write the report when asked; the result and the files written."""
-    if args.threads is not None and args.threads < 1:
-        raise InputError("--threads must be at least 1")
+    backend = arguments.elastix_backend(args)
     context = create_headless_context()
     fixed = sitk_from_volume(mrml_io.load_volume(context, args.fixed))
     moving = sitk_from_volume(mrml_io.load_volume(context, args.moving))
@@ -80,7 +74,8 @@ def assess_files(args) -> tuple[QAResult, dict]:
     ground_truth = target_points(nodes.get("fixed_targets"), nodes.get("moving_targets"))
     ground_truth |= segmentation_pair(context, nodes.get("fixed_segmentation"), nodes.get("moving_segmentation"))
     options = QAOptions(restarts=args.restarts, backward_refinement=args.backward_refinement,
-                        threads=args.threads, fixed_modality=args.fixed_modality, moving_modality=args.moving_modality)
+                        threads=args.threads, fixed_modality=args.fixed_modality, moving_modality=args.moving_modality,
+                        backend=backend)
     result = assess(fixed, moving, transform, backward, options=options, **ground_truth)
     outputs = {}
     if args.report:
@@ -88,7 +83,7 @@ def assess_files(args) -> tuple[QAResult, dict]:
                                                               "fixed_targets", "moving_targets", "fixed_seg",
                                                               "moving_seg") if getattr(args, name) is not None}
         outputs["report"] = str(write_qa_report(args.report, fixed, moving, transform, result, inputs=inputs,
-                                                parameters=vars(options)))
+                                                parameters=vars(options) | {"backend": backend.name}))
     return result, outputs
 
 

@@ -29,18 +29,20 @@ import SimpleITK as sitk
 from ..core import resources
 from ..core.errors import CTMRError, InputError
 from ..core.geometry import matrix_from_sitk, transform_points
-from ..elastix.backends import BACKENDS
+from ..core.imaging import mask_points
 from ..elastix.export import write_elastix_transform
 from ..mrml import node_io as mrml_io
 from ..mrml.logic import RegistrationLogic
+from ..mrml.node_io import TRANSFORM_OUTPUT_SUFFIXES
 from ..mrml.nodes import add_volume_from_sitk, sitk_from_volume
 from ..mrml.qa_inputs import load_qa_files
 from ..mrml.scene import create_headless_context
+from ..mrml.scene_registration import SceneRegistrationResult
 from ..qa.overlay import write_overlay_png
 from ..qa.report import REPORT_NAME
-from ..registration.pipeline import INITIALIZATIONS, RegistrationResult, preset_stage
+from ..registration.pipeline import BIAS_CORRECTIONS, INITIALIZATIONS, preset_stage
+from . import arguments
 
-TRANSFORM_SUFFIXES = (".h5", ".tfm", ".txt")
 EXIT_FAILED, EXIT_INPUT, EXIT_MIRRORED = 1, 2, 3
 
 
@@ -48,8 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ctmr-register", description="Automatic CT-MR registration (either modality may be fixed)."
     )
-    parser.add_argument("--fixed", type=Path, help="fixed volume (.nrrd, .nii, .nii.gz, .mha)")
-    parser.add_argument("--moving", type=Path, help="moving volume")
+    arguments.add_pair(parser, required=False)
     parser.add_argument("--output-transform", type=Path, help="ITK transform file, fixed->moving LPS (.h5, .tfm)")
     parser.add_argument("--output-volume", type=Path, help="moving volume resampled on the fixed grid")
     parser.add_argument("--output-inverse-transform", type=Path,
@@ -59,38 +60,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--grid-transform", action="store_true",
                         help="store a deformable result as a displacement field instead of a B-spline")
     parser.add_argument("--overlay", type=Path, help="PNG overlay before/after (magenta fixed, green moving)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object with the result to stdout")
-    parser.add_argument("--threads", type=int, default=None, help="threads for elastix and ITK (default: all)")
     parser.add_argument("--init", choices=INITIALIZATIONS, default="search",
                         help="start pose: global search (default), geometric centres, or the headers as they are")
     parser.add_argument("--no-masks", action="store_true", help="do not restrict elastix to foreground masks")
+    parser.add_argument("--crop-roi", type=Path, help="markups ROI (.mrk.json) in FIXED's frame: register within it "
+                        "instead of the automatic common region")
+    parser.add_argument("--output-crop-roi", type=Path, help="the region registered, as a markups ROI (.mrk.json) "
+                        "to edit and pass back with --crop-roi")
     parser.add_argument("--accept-mirror", action="store_true",
                         help="register even when the moving image looks mirrored (the result then reflects)")
     parser.add_argument("--stages", default="rigid", help="elastix stages in order: rigid, rigid,affine or "
                         "rigid,affine,deformable (default: rigid)")
-    parser.add_argument("--backend", choices=BACKENDS, default="auto",
-                        help="elastix executable, the itk-elastix wheel, or auto: an executable when one is found")
+    arguments.add_elastix(parser)
     parser.add_argument("--preset", type=Path, action="append", default=[],
                         help="elastix parameter file replacing the bundled one of the stage its Transform names "
                         "(Euler/Similarity: rigid, Affine: affine, BSpline: deformable); repeat for several")
-    parser.add_argument("--bias-correction", choices=("auto", "on", "off"), default="auto",
+    parser.add_argument("--bias-correction", choices=list(BIAS_CORRECTIONS), default="auto",
                         help="N4 bias-field correction of the image(s) registered: auto = MR images only")
-    parser.add_argument("--fixed-modality", choices=("CT", "MR"), help="override the detected modality")
-    parser.add_argument("--moving-modality", choices=("CT", "MR"), help="override the detected modality")
+    arguments.add_modalities(parser)
     parser.add_argument("--output-masks", type=Path,
                         help="folder for the foreground masks used (fixed_mask.nrrd, moving_mask.nrrd)")
-    parser.add_argument("--elastix", type=Path, help="elastix executable or its folder (default: $CTMR_ELASTIX, "
-                        "PATH, else the itk-elastix wheel)")
     parser.add_argument("--fixed-landmarks", type=Path, help="landmarks in FIXED (.mrk.json, .fcsv): with "
                         "--moving-landmarks, their rigid fit replaces the automatic start pose")
     parser.add_argument("--moving-landmarks", type=Path, help="the same landmarks in MOVING (paired by label, "
                         "else by position)")
-    parser.add_argument("--fixed-targets", type=Path, help="independent target points in FIXED, for the TRE")
-    parser.add_argument("--moving-targets", type=Path, help="the same targets in MOVING")
-    parser.add_argument("--fixed-seg", type=Path, help="segmentation of FIXED (.seg.nrrd or labelmap), for Dice "
-                        "and surface distances")
-    parser.add_argument("--moving-seg", type=Path, help="segmentation of MOVING")
-    parser.add_argument("--report", type=Path, help="folder for the HTML quality report and its pictures")
+    arguments.add_ground_truth(parser)
+    arguments.add_outputs(parser)
     parser.add_argument("--no-qa", action="store_true", help="skip the quality assessment (no verdict)")
     parser.add_argument("--demo", action="store_true", help="register the bundled porcine CT/MR pair")
     parser.add_argument("--output-dir", type=Path, default=Path("ctmr-demo-output"), help="demo output folder")
@@ -115,14 +110,12 @@ def _check_arguments(args, parser) -> None:
     missing = [name for name in ("fixed", "moving", "output_transform") if getattr(args, name) is None]
     if missing:
         parser.error("missing " + ", ".join("--" + m.replace("_", "-") for m in missing) + " (or use --demo)")
-    if not args.output_transform.name.lower().endswith(TRANSFORM_SUFFIXES):
-        raise InputError(f"--output-transform must end in {', '.join(TRANSFORM_SUFFIXES)}")
+    if not args.output_transform.name.lower().endswith(TRANSFORM_OUTPUT_SUFFIXES):
+        raise InputError(f"--output-transform must end in {', '.join(TRANSFORM_OUTPUT_SUFFIXES)}")
     for option in ("output_inverse_transform",):
         path = getattr(args, option)
-        if path is not None and not path.name.lower().endswith(TRANSFORM_SUFFIXES):
-            raise InputError(f"--{option.replace('_', '-')} must end in {', '.join(TRANSFORM_SUFFIXES)}")
-    if args.threads is not None and args.threads < 1:
-        raise InputError("--threads must be at least 1")
+        if path is not None and not path.name.lower().endswith(TRANSFORM_OUTPUT_SUFFIXES):
+            raise InputError(f"--{option.replace('_', '-')} must end in {', '.join(TRANSFORM_OUTPUT_SUFFIXES)}")
     if args.report and args.no_qa:
         raise InputError("--report needs the quality assessment: drop --no-qa")
 
@@ -138,8 +131,9 @@ def _presets(paths: list[Path]) -> dict[str, Path]:
     return presets
 
 
-def register_files(args) -> tuple[RegistrationResult, dict]:
+def register_files(args) -> tuple[SceneRegistrationResult, dict]:
     """Load, register, write every requested output; returns the result and the files written."""
+    backend = arguments.elastix_backend(args)
     context = create_headless_context()
     fixed_node = mrml_io.load_volume(context, args.fixed)
     moving_node = mrml_io.load_volume(context, args.moving)
@@ -147,6 +141,7 @@ def register_files(args) -> tuple[RegistrationResult, dict]:
     landmarks = {f"{role}_landmarks": mrml_io.load_markups(context, getattr(args, f"{role}_landmarks"))
                  for role in ("fixed", "moving") if getattr(args, f"{role}_landmarks") is not None}
     ground_truth = load_qa_files(context, args.fixed_targets, args.moving_targets, args.fixed_seg, args.moving_seg)
+    crop_roi = mrml_io.load_markups(context, args.crop_roi) if args.crop_roi else None
     resampled_node = None
     if args.output_volume:
         resampled_node = context.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", f"{moving_node.GetName()} on fixed")
@@ -155,10 +150,11 @@ def register_files(args) -> tuple[RegistrationResult, dict]:
         add_mask_nodes=bool(args.output_masks), output_volume_node=resampled_node, grid_transform=args.grid_transform,
         initialization=args.init, use_masks=not args.no_masks, accept_mirror=args.accept_mirror,
         stages=tuple(s.strip() for s in args.stages.split(",") if s.strip()), presets=_presets(args.preset),
-        backend=args.backend, elastix_executable=args.elastix, threads=args.threads,
-        bias_correction={"auto": None, "on": True, "off": False}[args.bias_correction],
+        backend=backend, threads=args.threads,
+        bias_correction=BIAS_CORRECTIONS[args.bias_correction],
         fixed_modality=args.fixed_modality, moving_modality=args.moving_modality,
-        qa=not args.no_qa, report_directory=args.report, **landmarks, **ground_truth,
+        qa=not args.no_qa, report_directory=args.report, crop_roi=crop_roi, add_crop_roi=bool(args.output_crop_roi),
+        **landmarks, **ground_truth,
     )
     outputs = {}
     for role, node in result.mask_nodes.items():
@@ -173,6 +169,8 @@ def register_files(args) -> tuple[RegistrationResult, dict]:
     if args.output_elastix_transform:
         written = write_elastix_transform(result.transform, sitk_from_volume(fixed_node), args.output_elastix_transform)
         outputs["elastix_transform"] = str(written[-1])
+    if result.crop_roi_node is not None:
+        outputs["crop_roi"] = str(mrml_io.save_node(context, result.crop_roi_node, args.output_crop_roi))
     if resampled_node is not None:
         outputs["volume"] = str(mrml_io.save_node(context, resampled_node, args.output_volume))
     if args.report:
@@ -193,14 +191,12 @@ def _demo_arguments(args) -> None:
     args.report = args.output_dir / "report"
 
 
-def reference_agreement_mm(result: RegistrationResult) -> dict:
+def reference_agreement_mm(result: SceneRegistrationResult) -> dict:
     """Distance between the result and the bundled reference rigid transform over the CT object."""
     from ..core.masks import ct_body_mask
 
     ct = sitk.ReadImage(str(resources.sample_ct_path()))
-    mask = sitk.GetArrayFromImage(ct_body_mask(ct))
-    voxels = np.argwhere(mask > 0)[::7, ::-1].astype(float)
-    points = np.array([ct.TransformContinuousIndexToPhysicalPoint(v.tolist()) for v in voxels])
+    points = mask_points(ct_body_mask(ct), count=4000)
     reference = matrix_from_sitk(sitk.ReadTransform(str(resources.sample_reference_transform_path())))
     distances = np.linalg.norm(transform_points(result.matrix, points) - transform_points(reference, points), axis=1)
     return {"median": round(float(np.median(distances)), 2), "p95": round(float(np.percentile(distances, 95)), 2)}

@@ -7,6 +7,8 @@ import SimpleITK as sitk
 
 from .errors import InputError
 
+MODALITIES = ("CT", "MR")
+
 
 def check_volume(image: sitk.Image, role: str) -> None:
     """Raise InputError unless `image` is a non-empty, non-constant 3-D scalar image."""
@@ -30,7 +32,7 @@ def guess_modality(image: sitk.Image) -> str:
     like Hounsfield units (air near -1000)."""
     if image.HasMetaDataKey(DICOM_MODALITY_TAG):
         tag = image.GetMetaData(DICOM_MODALITY_TAG).strip().upper()
-        if tag in ("CT", "MR"):
+        if tag in MODALITIES:
             return tag
     array = sitk.GetArrayViewFromImage(image)
     sample = array.ravel()[:: max(1, array.size // 200_000)]
@@ -63,6 +65,18 @@ def resample_isotropic(image: sitk.Image, spacing_mm: float, default_value: floa
     )
 
 
+def resample_on_grid(image: sitk.Image, grid: sitk.Image, transform: sitk.Transform | None = None,
+                     interpolator: int = sitk.sitkLinear, background: float | None = None,
+                     pixel_type: int = sitk.sitkFloat32) -> sitk.Image:
+    """`image` resampled on `grid` through the grid->image `transform` (any SimpleITK transform, composites
+    included; default identity). Outside `image` the value is `background` (default its minimum: air for CT,
+    background for MR)."""
+    if background is None:
+        background = float(np.min(sitk.GetArrayViewFromImage(image)))
+    transform = sitk.CompositeTransform([transform]) if transform is not None else sitk.Transform()
+    return sitk.Resample(image, grid, transform, interpolator, background, pixel_type)
+
+
 def index_to_physical_matrix(image: sitk.Image) -> np.ndarray:
     """4x4 matrix from continuous index (i, j, k) to physical LPS coordinates."""
     matrix = np.eye(4)
@@ -71,9 +85,22 @@ def index_to_physical_matrix(image: sitk.Image) -> np.ndarray:
     return matrix
 
 
-def physical_corners(image: sitk.Image) -> np.ndarray:
-    """The 8 corner points (LPS) of the image's voxel-centre box."""
+def mask_points(mask: sitk.Image, count: int | None = None, seed: int = 0) -> np.ndarray:
+    """Voxel centres (LPS, N x 3) inside `mask`; with `count`, at most that many drawn evenly (same `seed`,
+    same points)."""
+    voxels = np.argwhere(sitk.GetArrayViewFromImage(mask) > 0)[:, ::-1].astype(float)
+    if count is not None and len(voxels) > count:
+        voxels = voxels[np.random.default_rng(seed).choice(len(voxels), count, replace=False)]
+    matrix = index_to_physical_matrix(mask)
+    return voxels @ matrix[:3, :3].T + matrix[:3, 3]
+
+
+def physical_corners(image: sitk.Image, faces: bool = False) -> np.ndarray:
+    """The 8 corner points (LPS) of the image's voxel-centre box (with `faces`, of its outer voxel faces), x
+    varying slowest, then y, then z."""
     size = np.asarray(image.GetSize()) - 1
     corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)]) * size
+    if faces:
+        corners = corners + np.array([[i, j, k] for i in (-1, 1) for j in (-1, 1) for k in (-1, 1)]) * 0.5
     matrix = index_to_physical_matrix(image)
     return corners @ matrix[:3, :3].T + matrix[:3, 3]

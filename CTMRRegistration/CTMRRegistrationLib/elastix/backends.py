@@ -1,12 +1,20 @@
-"""One registration interface over the elastix backends: an elastix executable, or the itk-elastix wheel."""
+"""The elastix backends behind one small protocol: an elastix executable, or the in-process itk-elastix wheel.
+
+A backend is chosen once per run (`choose_backend`) and passed to everything that runs elastix: the
+registration stages, the quality assessment's restarts and the report, which names the one that ran."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
 import shutil
+import subprocess
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import Protocol
 
 from ..core.errors import Cancelled, InputError
 from .executable import EXE_SUFFIX, ElastixExecutable, executable_at, run_elastix_executable
@@ -16,7 +24,62 @@ from .slicer_elastix import slicer_elastix_executable
 
 BACKENDS = ("auto", "elastix", "itk-elastix")
 ELASTIX_ENVIRONMENT_VARIABLE = "CTMR_ELASTIX"
-ITK_ELASTIX = "itk-elastix wheel"
+
+
+class ElastixBackend(Protocol):
+    """What runs elastix: `name` is one of BACKENDS but 'auto'."""
+
+    name: str
+
+    def describe(self) -> str:
+        """The program and its version, for reports."""
+
+    def run(self, job: ElastixJob, progress: Callable[[float], None] | None = None,
+            cancelled: Callable[[], bool] | None = None) -> list[ParameterMap]:
+        """One TransformParameters map per parameter map of `job`; Cancelled when `cancelled()` turns true."""
+
+
+@dataclass(frozen=True)
+class ExecutableBackend:
+    """An elastix executable: starts in milliseconds, reports progress per iteration, is killed on cancel."""
+
+    executable: ElastixExecutable
+    name: str = "elastix"
+
+    @cached_property
+    def version(self) -> str:
+        try:
+            output = subprocess.run([str(self.executable.path), "--version"], capture_output=True, text=True,
+                                    timeout=20, env=self.executable.environment).stdout
+        except (OSError, subprocess.SubprocessError):
+            return "unknown version"
+        return output.strip() or "unknown version"
+
+    def describe(self) -> str:
+        return f"{self.version} ({self.executable})"
+
+    def run(self, job, progress=None, cancelled=None) -> list[ParameterMap]:
+        return run_elastix_executable(self.executable, job, progress=progress, cancelled=cancelled)
+
+
+@dataclass(frozen=True)
+class WheelBackend:
+    """The itk-elastix wheel, in process: progress only at its end, cancelled only before it starts."""
+
+    name: str = "itk-elastix"
+
+    def describe(self) -> str:
+        return f"itk-elastix {importlib.metadata.version('itk-elastix')} (Python wheel)"
+
+    def run(self, job, progress=None, cancelled=None) -> list[ParameterMap]:
+        if cancelled is not None and cancelled():
+            raise Cancelled("registration cancelled")
+        from .wheel import run_itk_elastix
+
+        maps = run_itk_elastix(job)
+        if progress is not None:
+            progress(1.0)
+        return maps
 
 
 def find_elastix_executable(path: str | os.PathLike | None = None) -> ElastixExecutable | None:
@@ -32,17 +95,20 @@ def find_elastix_executable(path: str | os.PathLike | None = None) -> ElastixExe
     return ElastixExecutable(Path(found)) if found else None
 
 
-def choose_backend(backend: str = "auto", executable: str | os.PathLike | None = None) -> ElastixExecutable | str:
-    """The elastix executable to run, or ITK_ELASTIX for the in-process wheel.
+def choose_backend(backend: str | ElastixBackend = "auto",
+                   executable: str | os.PathLike | None = None) -> ElastixBackend:
+    """The backend to run elastix with, looked up once (a backend object is returned as it is).
 
     'auto' prefers an executable (it starts in milliseconds, reports progress per iteration and can be
     cancelled) and falls back to the wheel; 'elastix' and 'itk-elastix' insist, with a clear error."""
+    if not isinstance(backend, str):
+        return backend
     if backend not in BACKENDS:
         raise InputError(f"unknown elastix backend '{backend}' (use {', '.join(BACKENDS)})")
     if backend != "itk-elastix":
         found = find_elastix_executable(executable)
         if found is not None:
-            return found
+            return ExecutableBackend(found)
         if backend == "elastix":
             raise InputError(
                 "no elastix executable found: install elastix (Debian/Ubuntu: apt install elastix), "
@@ -51,25 +117,4 @@ def choose_backend(backend: str = "auto", executable: str | os.PathLike | None =
     if importlib.util.find_spec("itk") is None:
         raise InputError("neither an elastix executable nor the itk-elastix wheel is available "
                          "(apt install elastix, or pip install itk-elastix)")
-    return ITK_ELASTIX
-
-
-def run_elastix(
-    job: ElastixJob,
-    backend: ElastixExecutable | str = "auto",
-    progress: Callable[[float], None] | None = None,
-    cancelled: Callable[[], bool] | None = None,
-) -> list[ParameterMap]:
-    """Run `job` on `backend` (a name of BACKENDS or what choose_backend returned); one TransformParameters
-    map per parameter map. The wheel reports progress only at its end and is cancelled only before it starts."""
-    chosen = backend if isinstance(backend, ElastixExecutable) or backend == ITK_ELASTIX else choose_backend(backend)
-    if isinstance(chosen, ElastixExecutable):
-        return run_elastix_executable(chosen, job, progress=progress, cancelled=cancelled)
-    if cancelled is not None and cancelled():
-        raise Cancelled("registration cancelled")
-    from .wheel import run_itk_elastix
-
-    maps = run_itk_elastix(job)
-    if progress is not None:
-        progress(1.0)
-    return maps
+    return WheelBackend()

@@ -20,6 +20,7 @@ import SimpleITK as sitk
 
 from ..core.errors import InputError
 from ..core.geometry import sitk_from_matrix, transform_points
+from ..core.imaging import index_to_physical_matrix
 
 KINDS = ("rigid", "similarity", "affine", "tps")
 NEEDS_VOLUME = ("affine", "tps")  # kinds that need 4 points not all in one plane
@@ -128,8 +129,8 @@ class LandmarkTransform:
             raise InputError("a thin-plate-spline transform needs a reference image to sample its field on")
         size = reference.GetSize()
         index = np.stack(np.meshgrid(*[np.arange(n) for n in size], indexing="ij"), axis=-1).reshape(-1, 3)
-        direction = np.asarray(reference.GetDirection()).reshape(3, 3) * np.asarray(reference.GetSpacing())
-        points = index @ direction.T + np.asarray(reference.GetOrigin())
+        physical = index_to_physical_matrix(reference)
+        points = index @ physical[:3, :3].T + physical[:3, 3]
         displacement = (self.transform_points(points) - points).reshape(*size, 3).transpose(2, 1, 0, 3)
         field = sitk.GetImageFromArray(np.ascontiguousarray(displacement), isVector=True)
         field.CopyInformation(reference)

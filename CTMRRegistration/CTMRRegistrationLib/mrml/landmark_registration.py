@@ -90,23 +90,6 @@ def register_points(
     return result
 
 
-def markups_points(markups_node, leave_out=None) -> np.ndarray:
-    """World positions (LPS, N x 3) of a markups node's control points; when the transform node `leave_out`
-    is among the list's parent transforms, every parent but that one is applied."""
-    chain = parent_transforms(markups_node)
-    if leave_out is None or leave_out not in chain:
-        return points_from_markups(markups_node)
-    points = []
-    for index in range(markups_node.GetNumberOfControlPoints()):
-        point = [0.0, 0.0, 0.0]
-        markups_node.GetNthControlPointPosition(index, point)
-        for parent in chain:
-            if parent is not leave_out:
-                point = parent.GetTransformToParent().TransformPoint(point)
-        points.append(point)
-    return np.array(points).reshape(-1, 3) * RAS_FROM_LPS[:3, :3].diagonal()
-
-
 def vtk_transform(fit: LandmarkTransform) -> vtk.vtkAbstractTransform:
     """The same fixed->moving mapping in RAS for MRML: a vtkMatrixToLinearTransform or an exact
     vtkThinPlateSplineTransform (use it as a transform node's "from parent" transform)."""
@@ -155,9 +138,10 @@ def register_landmarks(
               if output_transform_node in parent_transforms(node)]
     targets = {}
     for role, node in (("fixed", fixed_targets), ("moving", moving_targets)):
-        targets[role] = None if node is None else markups_points(node, output_transform_node)
+        targets[role] = None if node is None else points_from_markups(node, output_transform_node)
     result = register_points(
-        markups_points(fixed_markups, output_transform_node), markups_points(moving_markups, output_transform_node),
+        points_from_markups(fixed_markups, output_transform_node),
+        points_from_markups(moving_markups, output_transform_node),
         kind, labels_from_markups(fixed_markups), labels_from_markups(moving_markups),
         targets["fixed"], targets["moving"],
     )
@@ -187,6 +171,7 @@ def register_images_from_landmarks(
     """Intensity registration started from the landmarks' rigid pose instead of the global search: one
     fixed->moving transform (result.transform), the landmark pose in result.initial_transform."""
     initial = landmark_initial_matrix(fixed_points, moving_points)
-    result = register_images(fixed, moving, replace(options or RegistrationOptions(), initial_matrix=initial), progress)
+    result = register_images(fixed, moving, replace(options or RegistrationOptions(), initial_matrix=initial),
+                             progress=progress)
     result.metrics["initialization"] = {"method": "landmarks", "pairs": len(np.asarray(fixed_points))}
     return result

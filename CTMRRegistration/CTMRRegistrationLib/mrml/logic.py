@@ -2,33 +2,39 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
+import numpy as np
 import SimpleITK as sitk
 
 from ..core.errors import Cancelled, InputError
-from ..core.imaging import guess_modality
+from ..core.imaging import guess_modality, resample_on_grid
 from ..core.masks import foreground_mask
+from ..elastix.backends import choose_backend
 from ..qa.assess import QAOptions, QAResult, assess
 from ..qa.report import write_qa_report
 from ..registration.pipeline import (
+    CancelledCallback,
     ProgressCallback,
     RegistrationOptions,
     RegistrationResult,
     register_images,
     scaled_progress,
 )
-from .landmark_registration import LandmarkRegistrationResult, markups_points, register_points
+from .crop_roi import roi_corners, roi_from_corners, set_roi_corners
+from .landmark_registration import LandmarkRegistrationResult, register_points
 from .nodes import (
     add_volume_from_sitk,
     labels_from_markups,
     parent_transforms,
+    points_from_markups,
     sitk_from_volume,
     update_volume_from_sitk,
 )
 from .qa_inputs import check_pair, segmentation_pair, target_points
 from .scene import MRMLContext, default_context
+from .scene_registration import SceneOptions, SceneRegistrationResult, split_options
 from .transform_nodes import (
     as_grid,
     inverse_transform_node,
@@ -58,11 +64,18 @@ def _apply_on_top(node, transform_node) -> None:
         top.SetAndObserveTransformNodeID(transform_node.GetID())
 
 
-def resample_on_fixed_grid(fixed: sitk.Image, moving: sitk.Image, transform: sitk.Transform) -> sitk.Image:
-    """`moving` resampled on `fixed`'s grid through the fixed->moving `transform` (linear interpolation);
-    outside the moving image the value is its minimum (air for CT, background for MR)."""
-    background = float(sitk.GetArrayViewFromImage(moving).min())
-    return sitk.Resample(moving, fixed, transform, sitk.sitkLinear, background, sitk.sitkFloat32)
+def _report_parameters(options: RegistrationOptions) -> dict:
+    """The options a report lists: those that differ from the defaults."""
+    defaults = RegistrationOptions()
+    listed = {f.name: getattr(options, f.name) for f in fields(options)
+              if not _same(getattr(options, f.name), getattr(defaults, f.name))}
+    if not isinstance(options.backend, str):
+        listed["backend"] = options.backend.name
+    return listed
+
+
+def _same(a, b) -> bool:
+    return bool(np.array_equal(a, b)) if isinstance(a, np.ndarray) or isinstance(b, np.ndarray) else a == b
 
 
 class RegistrationLogic:
@@ -90,107 +103,123 @@ class RegistrationLogic:
         self,
         fixed_node,
         moving_node,
-        output_transform_node=None,
-        apply_to_moving: bool = True,
-        harden: bool = False,
-        output_volume_node=None,
-        grid_transform: bool = False,
+        options: RegistrationOptions | None = None,
+        scene: SceneOptions | None = None,
+        *,
         progress: ProgressCallback | None = None,
-        add_mask_nodes: bool = False,
-        fixed_landmarks=None,
-        moving_landmarks=None,
-        fixed_targets=None,
-        moving_targets=None,
-        fixed_segmentation=None,
-        moving_segmentation=None,
-        qa: bool | QAOptions = True,
-        report_directory=None,
-        **options,
-    ) -> RegistrationResult:
+        cancelled: CancelledCallback | None = None,
+        **keywords,
+    ) -> SceneRegistrationResult:
         """Register, assess and store the result in a transform node (result.transform_node).
+
+        `options` (RegistrationOptions: stages, initialization, backend, threads, ...) say how to register,
+        `scene` (SceneOptions) which nodes feed the registration and where its results go; `keywords` are
+        fields of either (e.g. `stages=("rigid", "affine")`, `report_directory="qa"`) and override them.
 
         Linear results give a vtkMRMLLinearTransformNode, deformable ones a B-spline transform node (a grid
         transform on the registration's 2 mm fixed grid with `grid_transform`); the node references the
         fixed and moving volumes. With `apply_to_moving`, it is placed on top of the moving volume's
-        transform chain, so the moving volume shows aligned; `harden` then hardens it (linear: the volume's
-        header changes, voxels are not resampled). `output_volume_node` receives the moving volume
-        resampled on the fixed grid. With `add_mask_nodes`, the foreground masks the registration used become
-        labelmap nodes (result.mask_nodes, keyed 'fixed' and 'moving') to inspect.
+        transform chain (a world-space result above the transforms the volume already has), so the moving
+        volume shows aligned; `harden` then hardens it (linear: the volume's header changes, voxels are not
+        resampled). `output_volume_node` receives the moving volume resampled on the fixed grid. With
+        `add_mask_nodes`, the foreground masks the registration used become labelmap nodes (result.mask_nodes).
 
         Landmark lists (markups, paired by label or position, at least 3) replace the automatic start pose.
         The quality assessment (`qa`: True, False or QAOptions) gives result.verdict and result.qa; target
         lists and segmentations (segmentation or labelmap nodes) add TRE, Dice and surface distances before
         and after. `report_directory` receives an HTML report. Positions are read in world coordinates, except
         for `output_transform_node` itself, so registering again into the same node does not compound.
-        `options` are the fields of RegistrationOptions (stages, initialization, backend, threads, ...).
-        Nothing in the scene changes when registration fails or is cancelled.
+        `progress(fraction, message)` hears of every step and `cancelled()` is polled throughout, the quality
+        assessment included. Nothing in the scene changes when registration fails or is cancelled.
         """
-        if (output_transform_node is not None and output_transform_node.IsA("vtkMRMLLinearTransformNode")
-                and "deformable" in options.get("stages", ())):
-            raise InputError(f"'{output_transform_node.GetName()}' is a linear transform node: it cannot hold "
+        options, scene = split_options(options, scene, keywords)
+        output_node = scene.output_transform_node
+        if (output_node is not None and output_node.IsA("vtkMRMLLinearTransformNode")
+                and "deformable" in options.stages):
+            raise InputError(f"'{output_node.GetName()}' is a linear transform node: it cannot hold "
                              "a deformable result (choose a plain transform node or none)")
-        if report_directory is not None and not qa:
-            raise InputError("a report needs the quality assessment: leave qa on")
-        leave_out = output_transform_node
-        fixed = sitk_from_volume(fixed_node, leave_out=leave_out)
-        moving = sitk_from_volume(moving_node, leave_out=leave_out)
-        landmarks = self._landmark_start(fixed_landmarks, moving_landmarks, leave_out)
+        options = replace(options, backend=choose_backend(options.backend, options.elastix_executable))
+        fixed = sitk_from_volume(fixed_node, leave_out=output_node)
+        moving = sitk_from_volume(moving_node, leave_out=output_node)
+        if scene.crop_roi is not None:
+            options = replace(options, crop=True, crop_region=roi_corners(scene.crop_roi))
+        landmarks = self._landmark_start(scene.fixed_landmarks, scene.moving_landmarks, output_node)
         if landmarks is not None:
-            options["initial_matrix"] = landmarks.transform.matrix
-        ground_truth = target_points(fixed_targets, moving_targets, leave_out)
-        ground_truth |= segmentation_pair(self.context, fixed_segmentation, moving_segmentation)
-        share = QA_PROGRESS if qa else 1.0
-        result = register_images(fixed, moving, RegistrationOptions(**options), scaled_progress(progress, 0.0, share))
+            options = replace(options, initial_matrix=landmarks.transform.matrix)
+        ground_truth = target_points(scene.fixed_targets, scene.moving_targets, output_node)
+        ground_truth |= segmentation_pair(self.context, scene.fixed_segmentation, scene.moving_segmentation)
+        share = QA_PROGRESS if scene.qa else 1.0
+        registration = register_images(fixed, moving, options, progress=scaled_progress(progress, 0.0, share),
+                                       cancelled=cancelled)
+        result = SceneRegistrationResult(registration)
         if landmarks is not None:
-            result.metrics["initialization"] = {"method": "landmarks", **landmarks.as_dict()}
-            result.warnings += landmarks.warnings
-        if add_mask_nodes and result.fixed_mask is not None:
+            registration.metrics["initialization"] = {"method": "landmarks", **landmarks.as_dict()}
+            registration.warnings += landmarks.warnings
+        if registration.status != "ok":
+            self._add_mask_nodes(result, fixed_node, moving_node, scene)
+            return result
+        if scene.qa:
+            qa_options = scene.qa if isinstance(scene.qa, QAOptions) else QAOptions(threads=options.threads)
+            qa_options = replace(qa_options, backend=options.backend)
+            result.qa = self._assess(registration, fixed, moving, ground_truth, qa_options, progress, cancelled)
+        if scene.report_directory is not None:
+            self.write_report(scene.report_directory, result, fixed, moving, fixed_node, moving_node,
+                              _report_parameters(options))
+        if cancelled is not None and cancelled():
+            raise Cancelled("registration cancelled")
+        self._store(result, fixed, moving, fixed_node, moving_node, scene)
+        return result
+
+    def _store(self, result: SceneRegistrationResult, fixed, moving, fixed_node, moving_node,
+               scene: SceneOptions) -> None:
+        """Put the result in the scene: the transform node, the masks, the resampled volume, the moving chain."""
+        self._add_mask_nodes(result, fixed_node, moving_node, scene)
+        if result.crop_region is not None and scene.output_crop_roi is not None:
+            set_roi_corners(scene.output_crop_roi, result.crop_region)
+            result.crop_roi_node = scene.output_crop_roi
+        elif result.crop_region is not None and scene.add_crop_roi:
+            result.crop_roi_node = roi_from_corners(self.context, result.crop_region, f"{fixed_node.GetName()} region")
+        if scene.output_transform_node is not None:
+            _take_out_of_chain(moving_node, scene.output_transform_node)
+        result.transform_node = self._store_transform(result, fixed_node, moving_node, scene.output_transform_node,
+                                                      scene.grid_transform)
+        if scene.output_volume_node is not None:
+            update_volume_from_sitk(scene.output_volume_node, resample_on_grid(moving, fixed, result.transform))
+        if scene.apply_to_moving or scene.harden:
+            _apply_on_top(moving_node, result.transform_node)
+        if scene.harden:
+            self.context.transforms.hardenTransform(moving_node)
+
+    def _add_mask_nodes(self, result: SceneRegistrationResult, fixed_node, moving_node, scene: SceneOptions) -> None:
+        if scene.add_mask_nodes and result.fixed_mask is not None:
             result.mask_nodes = {
                 "fixed": self._mask_node(result.fixed_mask, fixed_node),
                 "moving": self._mask_node(result.moving_mask, moving_node),
             }
-        if result.status != "ok":
-            return result
-        if qa:
-            result.qa = self._assess(result, fixed, moving, ground_truth, qa, options, progress)
-        if report_directory is not None:
-            parameters = {name: value for name, value in options.items() if not callable(value)}
-            self.write_report(report_directory, result, fixed, moving, fixed_node, moving_node, parameters)
-        if output_transform_node is not None:
-            _take_out_of_chain(moving_node, output_transform_node)
-        result.transform_node = self._store_transform(result, fixed_node, moving_node, output_transform_node,
-                                                      grid_transform)
-        if output_volume_node is not None:
-            update_volume_from_sitk(output_volume_node, resample_on_fixed_grid(fixed, moving, result.transform))
-        if apply_to_moving or harden:
-            _apply_on_top(moving_node, result.transform_node)
-        if harden:
-            self.context.transforms.hardenTransform(moving_node)
-        return result
 
     @staticmethod
     def _landmark_start(fixed_landmarks, moving_landmarks, leave_out) -> LandmarkRegistrationResult | None:
         if not check_pair(fixed_landmarks, moving_landmarks, "landmark lists"):
             return None
-        return register_points(markups_points(fixed_landmarks, leave_out), markups_points(moving_landmarks, leave_out),
-                               "rigid", labels_from_markups(fixed_landmarks), labels_from_markups(moving_landmarks))
+        return register_points(points_from_markups(fixed_landmarks, leave_out),
+                               points_from_markups(moving_landmarks, leave_out), "rigid",
+                               labels_from_markups(fixed_landmarks), labels_from_markups(moving_landmarks))
 
     @staticmethod
-    def _assess(result: RegistrationResult, fixed, moving, ground_truth: dict, qa, options: dict, progress) -> QAResult:
-        cancelled = options.get("cancelled")
-        if cancelled is not None and cancelled():
-            raise Cancelled("registration cancelled")
+    def _assess(registration: RegistrationResult, fixed, moving, ground_truth: dict, qa_options: QAOptions,
+                progress, cancelled) -> QAResult:
         report_progress = scaled_progress(progress, QA_PROGRESS, 1.0)
         report_progress(0.0, "quality assessment")
-        qa_options = qa if isinstance(qa, QAOptions) else QAOptions(threads=options.get("threads"))
-        qa_options = replace(qa_options, fixed_modality=result.fixed_modality, moving_modality=result.moving_modality)
-        assessment = assess(fixed, moving, result.transform, fixed_mask=result.fixed_mask,
-                            moving_mask=result.moving_mask, options=qa_options, **ground_truth)
+        qa_options = replace(qa_options, fixed_modality=registration.fixed_modality,
+                             moving_modality=registration.moving_modality)
+        assessment = assess(fixed, moving, registration.transform, fixed_mask=registration.fixed_mask,
+                            moving_mask=registration.moving_mask, options=qa_options, cancelled=cancelled,
+                            **ground_truth)
         report_progress(1.0, f"done: verdict {assessment.verdict}")
         return assessment
 
     @staticmethod
-    def write_report(directory, result: RegistrationResult, fixed: sitk.Image, moving: sitk.Image, fixed_node,
+    def write_report(directory, result: SceneRegistrationResult, fixed: sitk.Image, moving: sitk.Image, fixed_node,
                      moving_node, parameters: dict | None = None) -> Path:
         """The HTML report of an assessed registration (pictures before: the headers as they were)."""
         inputs = {"fixed": fixed_node.GetName(), "moving": moving_node.GetName()}

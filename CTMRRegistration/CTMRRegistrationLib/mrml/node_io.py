@@ -13,6 +13,7 @@ from .scene import MRMLContext
 VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 MARKUPS_SUFFIXES = (".mrk.json", ".json", ".fcsv")
 TRANSFORM_SUFFIXES = (".h5", ".hdf5", ".tfm", ".txt", ".mat")
+TRANSFORM_OUTPUT_SUFFIXES = (".h5", ".tfm", ".txt")  # what ITK writes that Slicer and elastix users read
 SEGMENTATION_SUFFIXES = (".seg.nrrd", ".seg.nii.gz", ".nrrd", ".nii.gz", ".nii")
 
 

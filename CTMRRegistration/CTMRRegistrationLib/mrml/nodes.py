@@ -146,15 +146,22 @@ def set_linear_transform_node_from_sitk(transform_node, transform: sitk.Transfor
 # ----- markups -------------------------------------------------------------------------------------
 
 
-def points_from_markups(markups_node) -> np.ndarray:
-    """World positions (LPS, N x 3) of a markups node's control points, parent transforms applied."""
-    count = markups_node.GetNumberOfControlPoints()
-    points = np.zeros((count, 3))
-    for index in range(count):
-        position = [0.0, 0.0, 0.0]
-        markups_node.GetNthControlPointPositionWorld(index, position)
-        points[index] = position
-    return points * np.array([-1.0, -1.0, 1.0])
+def points_from_markups(markups_node, leave_out=None) -> np.ndarray:
+    """World positions (LPS, N x 3) of a markups node's control points, parent transforms applied; when the
+    transform node `leave_out` is among them, every parent but that one."""
+    chain = parent_transforms(markups_node)
+    points = np.zeros((markups_node.GetNumberOfControlPoints(), 3))
+    for index in range(len(points)):
+        point = [0.0, 0.0, 0.0]
+        if leave_out is None or leave_out not in chain:
+            markups_node.GetNthControlPointPositionWorld(index, point)
+        else:
+            markups_node.GetNthControlPointPosition(index, point)
+            for parent in chain:
+                if parent is not leave_out:
+                    point = parent.GetTransformToParent().TransformPoint(point)
+        points[index] = point
+    return points * RAS_FROM_LPS[:3, :3].diagonal()
 
 
 def labels_from_markups(markups_node) -> list[str]:

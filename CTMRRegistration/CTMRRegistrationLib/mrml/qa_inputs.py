@@ -12,8 +12,7 @@ from ..core.errors import InputError
 from ..landmarks.correspondence import order_by_labels
 from ..qa.segmentation_metrics import label_values, relabel_by_name
 from . import node_io as mrml_io
-from .landmark_registration import markups_points
-from .nodes import labels_from_markups, sitk_from_volume
+from .nodes import labels_from_markups, points_from_markups, sitk_from_volume
 from .scene import MRMLContext
 
 
@@ -30,8 +29,8 @@ def target_points(fixed_markups, moving_markups, leave_out=None) -> dict:
     registration's own output)."""
     if not check_pair(fixed_markups, moving_markups, "target lists"):
         return {}
-    fixed = markups_points(fixed_markups, leave_out)
-    moving = markups_points(moving_markups, leave_out)
+    fixed = points_from_markups(fixed_markups, leave_out)
+    moving = points_from_markups(moving_markups, leave_out)
     order, _ = order_by_labels(labels_from_markups(fixed_markups), labels_from_markups(moving_markups))
     return {"fixed_targets": fixed, "moving_targets": moving[order] if order is not None else np.asarray(moving)}
 

@@ -19,6 +19,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from ..core.imaging import resample_on_grid
 from .images import SEED, QAImages
 
 EDGE_SIGMA_MM = 2.0
@@ -31,7 +32,7 @@ REGION_ALIGNMENT = 1.3  # a block "agrees" when its edge alignment is at least t
 
 
 def _on_fixed_grid(images: QAImages, image: sitk.Image, transform: sitk.Transform, interpolator) -> sitk.Image:
-    return sitk.Resample(image, images.fixed, transform, interpolator, 0.0, image.GetPixelID())
+    return resample_on_grid(image, images.fixed, transform, interpolator, 0.0, image.GetPixelID())
 
 
 def _inside_moving_view(images: QAImages, transform: sitk.Transform) -> np.ndarray:

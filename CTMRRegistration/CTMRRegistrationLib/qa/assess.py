@@ -16,12 +16,15 @@ and the backward refinement are skipped for non-linear transforms.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import SimpleITK as sitk
 
+from ..core.errors import Cancelled
 from ..core.geometry import matrix_from_sitk, sitk_from_matrix
+from ..elastix.backends import ElastixBackend, choose_backend
 from ..landmarks.fit_errors import target_errors
 from . import consistency
 from .agreement import edge_agreement, foreground_overlap
@@ -40,6 +43,7 @@ class QAOptions:
     threads: int | None = None
     fixed_modality: str | None = None
     moving_modality: str | None = None
+    backend: ElastixBackend | None = None  # what runs the restarts: the registration's (default: chosen as 'auto')
 
 
 @dataclass
@@ -51,6 +55,7 @@ class QAResult:
     metrics: dict
     seconds: float = 0.0
     stage_seconds: dict = field(default_factory=dict)
+    backend: str = ""  # the elastix that ran the restarts, with its version ("" when none ran)
 
     def as_dict(self) -> dict:
         """The JSON form printed by `ctmr-qa --json`."""
@@ -60,10 +65,14 @@ class QAResult:
 
 
 class _Clock:
-    def __init__(self, seconds: dict):
-        self.seconds = seconds
+    """Times each step of the assessment, and stops before a step once the user has cancelled."""
+
+    def __init__(self, seconds: dict, cancelled: Callable[[], bool] | None):
+        self.seconds, self.cancelled = seconds, cancelled
 
     def __call__(self, name: str, work):
+        if self.cancelled is not None and self.cancelled():
+            raise Cancelled("registration cancelled")
         started = time.perf_counter()
         value = work()
         self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
@@ -108,16 +117,17 @@ def assess(
     fixed_mask: sitk.Image | None = None,
     moving_mask: sitk.Image | None = None,
     options: QAOptions | None = None,
+    cancelled: Callable[[], bool] | None = None,
 ) -> QAResult:
     """Assess `transform` (fixed->moving LPS: SimpleITK transform or 4x4 matrix) between two images.
 
     `backward`: a moving->fixed transform for inverse consistency. Targets: paired (N, 3) LPS points;
     segmentations: labelmaps, compared label by label (`segment_names` name the values). `before` is the
     transform the "before" figures use (default: the headers as they are). Masks, when given (e.g. the
-    pipeline's), spare computing them."""
+    pipeline's), spare computing them. `cancelled()` is polled before each step and inside the restarts."""
     options = options or QAOptions()
     started, seconds = time.perf_counter(), {}
-    clock = _Clock(seconds)
+    clock = _Clock(seconds, cancelled)
     transform = _as_sitk(transform)
     images = clock("prepare", lambda: prepare_qa_images(fixed, moving, options.fixed_modality, options.moving_modality,
                                                         fixed_mask, moving_mask))
@@ -125,16 +135,18 @@ def assess(
                "object_centre_lps": [round(float(c), 2) for c in images.centre]}
     metrics |= clock("overlap", lambda: foreground_overlap(images, transform))
     metrics |= clock("edges", lambda: edge_agreement(images, transform))
-    matrix = linear_matrix(transform)
+    matrix, refine = linear_matrix(transform), None
     if matrix is None:
         metrics |= clock("jacobian", lambda: jacobian_statistics(transform, images.fixed, images.fixed_mask))
     else:
         metrics["jacobian_determinant"] = round(float(np.linalg.det(matrix[:3, :3])), 6)
+        if options.restarts > 0 or (backward is None and options.backward_refinement):
+            refine = consistency.RigidRefiner(options.backend or choose_backend(), options.threads, cancelled)
         if options.restarts > 0:
-            metrics |= clock("restarts", lambda: consistency.restart_stability(images, matrix, options.restarts,
-                                                                               options.threads))
+            metrics |= clock("restarts",
+                             lambda: consistency.restart_stability(images, matrix, refine, options.restarts))
         if backward is None and options.backward_refinement:
-            backward = clock("backward", lambda: consistency.backward_by_refinement(images, matrix, options.threads))
+            backward = clock("backward", lambda: consistency.backward_by_refinement(images, matrix, refine))
             metrics["backward"] = "refined from the inverse"
         elif backward is not None:
             metrics["backward"] = "given"
@@ -147,4 +159,5 @@ def assess(
     _ground_truth(metrics, transform, _as_sitk(before) if before is not None else sitk.Transform(), targets,
                   segmentations, clock)
     verdict = grade_cues(metrics)
-    return QAResult(verdict.verdict, verdict.reasons, metrics, time.perf_counter() - started, seconds)
+    backend = refine.backend.describe() if refine is not None else ""
+    return QAResult(verdict.verdict, verdict.reasons, metrics, time.perf_counter() - started, seconds, backend)

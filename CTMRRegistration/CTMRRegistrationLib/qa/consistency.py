@@ -15,6 +15,9 @@ forward registration had the CT fixed) is a noisy cue: 4 to 9 mm p95 around corr
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 import SimpleITK as sitk
 from scipy.spatial.transform import Rotation
@@ -22,7 +25,7 @@ from scipy.spatial.transform import Rotation
 from ..core.geometry import matrix_from_sitk
 from ..core.point_mapping import map_points
 from ..core.resources import parameter_file
-from ..elastix.backends import run_elastix
+from ..elastix.backends import ElastixBackend
 from ..elastix.job import ElastixJob
 from ..elastix.parameters import read_parameter_file
 from ..elastix.transforms import linear_transform_map, sitk_from_transform_map
@@ -41,15 +44,22 @@ def _p95_distance(a, b, points: np.ndarray) -> float:
     return float(np.percentile(np.linalg.norm(map_points(a, points) - map_points(b, points), axis=1), 95))
 
 
-def refine_rigid(fixed: sitk.Image, moving: sitk.Image, start: np.ndarray, fixed_mask: sitk.Image | None = None,
-                 moving_mask: sitk.Image | None = None, threads: int | None = None) -> np.ndarray:
-    """A short elastix rigid registration from the 4x4 fixed->moving pose `start`; returns the final pose.
-    elastix runs on the library's default backend (an executable when one is found, else the wheel)."""
-    parameters = read_parameter_file(parameter_file("Rigid")) | REFINEMENT_OVERRIDES
-    job = ElastixJob(fixed, moving, [parameters], initial_transform_map=linear_transform_map(start, fixed),
-                     fixed_mask=fixed_mask, moving_mask=moving_mask, threads=threads)
-    stage = sitk_from_transform_map(run_elastix(job)[-1])
-    return matrix_from_sitk(stage) @ start  # elastix's "Compose": the start applies first
+@dataclass(frozen=True)
+class RigidRefiner:
+    """Short rigid elastix registrations on the run's backend, stopped when `cancelled()` turns true."""
+
+    backend: ElastixBackend
+    threads: int | None = None
+    cancelled: Callable[[], bool] | None = None
+
+    def __call__(self, fixed: sitk.Image, moving: sitk.Image, start: np.ndarray, fixed_mask: sitk.Image | None = None,
+                 moving_mask: sitk.Image | None = None) -> np.ndarray:
+        """The pose a short rigid registration reaches from the 4x4 fixed->moving pose `start`."""
+        parameters = read_parameter_file(parameter_file("Rigid")) | REFINEMENT_OVERRIDES
+        job = ElastixJob(fixed, moving, [parameters], initial_transform_map=linear_transform_map(start, fixed),
+                         fixed_mask=fixed_mask, moving_mask=moving_mask, threads=self.threads)
+        stage = sitk_from_transform_map(self.backend.run(job, cancelled=self.cancelled)[-1])
+        return matrix_from_sitk(stage) @ start  # elastix's "Compose": the start applies first
 
 
 def inverse_consistency(forward, backward, points: np.ndarray) -> dict:
@@ -61,11 +71,10 @@ def inverse_consistency(forward, backward, points: np.ndarray) -> dict:
             "inverse_consistency_max_mm": round(float(residual.max()), 3)}
 
 
-def backward_by_refinement(images: QAImages, matrix: np.ndarray, threads: int | None = None) -> np.ndarray:
+def backward_by_refinement(images: QAImages, matrix: np.ndarray, refine: RigidRefiner) -> np.ndarray:
     """The moving->fixed pose found by registering the fixed image onto the moving one from the inverse of
     `matrix` (the moving image is then the fixed one of elastix)."""
-    return refine_rigid(images.moving, images.fixed, np.linalg.inv(matrix), images.moving_mask, images.fixed_mask,
-                        threads)
+    return refine(images.moving, images.fixed, np.linalg.inv(matrix), images.moving_mask, images.fixed_mask)
 
 
 def perturbed_starts(matrix: np.ndarray, centre: np.ndarray, count: int,
@@ -90,11 +99,11 @@ def _ct_fixed(images: QAImages, matrix: np.ndarray) -> tuple[tuple, np.ndarray, 
     return (images.fixed, images.moving, images.fixed_mask, images.moving_mask), matrix, images.centre, False
 
 
-def restart_stability(images: QAImages, matrix: np.ndarray, starts: int = 2, threads: int | None = None) -> dict:
+def restart_stability(images: QAImages, matrix: np.ndarray, refine: RigidRefiner, starts: int = 2) -> dict:
     """Drift (p95 distance over the object from `matrix`, worst start) and spread (worst p95 distance
     between two ends) of short rigid registrations from perturbed starts, run with the CT fixed."""
     (fixed, moving, fixed_mask, moving_mask), pose, centre, swapped = _ct_fixed(images, matrix)
-    ends = [refine_rigid(fixed, moving, start, fixed_mask, moving_mask, threads)
+    ends = [refine(fixed, moving, start, fixed_mask, moving_mask)
             for start in perturbed_starts(pose, centre, starts)]
     ends = [np.linalg.inv(end) for end in ends] if swapped else ends
     points = images.object_points

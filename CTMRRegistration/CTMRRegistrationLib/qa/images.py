@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
-from ..core.imaging import check_volume, guess_modality, resample_isotropic
+from ..core.imaging import check_volume, guess_modality, mask_points, resample_isotropic
 from ..core.masks import foreground_mask
 
 QA_SPACING_MM = 2.0
@@ -42,11 +42,7 @@ def _mask_on(grid: sitk.Image, mask: sitk.Image | None, modality: str) -> sitk.I
 
 def object_points(mask: sitk.Image, count: int = OBJECT_POINTS) -> np.ndarray:
     """Up to `count` voxel centres (LPS) drawn evenly from a mask, the same ones every call."""
-    voxels = np.argwhere(sitk.GetArrayViewFromImage(mask) > 0)[:, ::-1].astype(float)
-    if len(voxels) > count:
-        voxels = voxels[np.random.default_rng(SEED).choice(len(voxels), count, replace=False)]
-    matrix = np.asarray(mask.GetDirection()).reshape(3, 3) * np.asarray(mask.GetSpacing())
-    return voxels @ matrix.T + np.asarray(mask.GetOrigin())
+    return mask_points(mask, count, SEED)
 
 
 def prepare_qa_images(

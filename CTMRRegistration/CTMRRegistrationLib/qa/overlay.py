@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ..core.imaging import physical_corners
+from ..core.imaging import physical_corners, resample_on_grid
 
 DISPLAY_PIXELS = 200
 
@@ -39,13 +39,8 @@ def planes(volume: np.ndarray, index: tuple[int, int, int] | None = None) -> lis
 def overlay_rgb(fixed: sitk.Image, moving: sitk.Image, transform: sitk.Transform) -> np.ndarray:
     """An RGB strip (axial, coronal, sagittal) of `moving` resampled by `transform` over `fixed`."""
     grid = display_grid(fixed)
-    fixed_display = sitk.Resample(sitk.Cast(fixed, sitk.sitkFloat32), grid, sitk.Transform(), sitk.sitkLinear,
-                                  float(sitk.GetArrayViewFromImage(fixed).min()), sitk.sitkFloat32)
-    composite = sitk.CompositeTransform([transform]) if transform is not None else sitk.Transform()
-    moving_display = sitk.Resample(sitk.Cast(moving, sitk.sitkFloat32), grid, composite, sitk.sitkLinear,
-                                   float(sitk.GetArrayViewFromImage(moving).min()), sitk.sitkFloat32)
-    f = normalise(sitk.GetArrayFromImage(fixed_display))
-    m = normalise(sitk.GetArrayFromImage(moving_display))
+    f = normalise(sitk.GetArrayFromImage(resample_on_grid(fixed, grid)))
+    m = normalise(sitk.GetArrayFromImage(resample_on_grid(moving, grid, transform)))
     panels = []
     for fixed_plane, moving_plane in zip(planes(f), planes(m)):
         panels.append(np.stack([fixed_plane, moving_plane, fixed_plane], axis=-1))

@@ -10,24 +10,37 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from ..core.imaging import resample_on_grid
 from .overlay import display_grid, normalise, planes, side_by_side
 
 KINDS = ("checkerboard", "blend", "contours")
-SQUARE_MM = 16.0
+CHECKERBOARD_SQUARE_MM = 20.0
 CONTOUR_COLOUR = np.array([1.0, 0.85, 0.0])
 
 
 def _on_grid(image: sitk.Image, grid: sitk.Image, transform: sitk.Transform) -> np.ndarray:
-    low = float(sitk.GetArrayViewFromImage(image).min())
-    resampled = sitk.Resample(sitk.Cast(image, sitk.sitkFloat32), grid, sitk.CompositeTransform([transform]),
-                              sitk.sitkLinear, low, sitk.sitkFloat32)
-    return sitk.GetArrayFromImage(resampled)
+    return sitk.GetArrayFromImage(resample_on_grid(image, grid, transform))
 
 
-def _checkerboard(fixed: np.ndarray, moving: np.ndarray, square: int) -> np.ndarray:
-    rows, columns = np.indices(fixed.shape)
-    grey = np.where((rows // square + columns // square) % 2 == 0, fixed, moving)
-    return np.repeat(grey[..., None], 3, axis=2)
+def checkerboard_array(fixed: np.ndarray, moving: np.ndarray, spacing, square_mm: float = CHECKERBOARD_SQUARE_MM):
+    """Cubes of `square_mm` alternating between two (z, y, x) volumes on one grid of `spacing` (x, y, z mm)."""
+    squares = [(np.arange(size) * step // square_mm).astype(int) for size, step in zip(fixed.shape[::-1], spacing)]
+    parity = (squares[2][:, None, None] + squares[1][None, :, None] + squares[0][None, None, :]) % 2
+    return np.where(parity == 0, fixed, moving)
+
+
+def checkerboard(fixed: sitk.Image, moving: sitk.Image, square_mm: float = CHECKERBOARD_SQUARE_MM) -> sitk.Image:
+    """The checkerboard of `fixed` and `moving` (already on fixed's grid), each scaled to [0, 1] between its
+    low and high percentiles so that CT and MR share one window: the panel's volume and the report's pictures."""
+    board = checkerboard_array(normalise(sitk.GetArrayFromImage(fixed)), normalise(sitk.GetArrayFromImage(moving)),
+                               fixed.GetSpacing(), square_mm)
+    image = sitk.GetImageFromArray(board.astype(np.float32))
+    image.CopyInformation(fixed)
+    return image
+
+
+def _grey(plane: np.ndarray) -> np.ndarray:
+    return np.repeat(plane[..., None], 3, axis=2)
 
 
 def _blend(fixed: np.ndarray, moving: np.ndarray) -> np.ndarray:
@@ -53,8 +66,10 @@ def picture_strip(fixed: sitk.Image, moving: sitk.Image, transform: sitk.Transfo
     moving_volume = normalise(_on_grid(moving, grid, transform))
     index = grid.TransformPhysicalPointToIndex([float(c) for c in centre])[::-1]
     index = tuple(int(np.clip(i, 0, n - 1)) for i, n in zip(index, fixed_volume.shape))
-    square = max(2, int(round(SQUARE_MM / grid.GetSpacing()[0])))
-    draw = {"checkerboard": lambda f, m: _checkerboard(f, m, square), "blend": _blend, "contours": _contours}[kind]
+    if kind == "checkerboard":
+        board = checkerboard_array(fixed_volume, moving_volume, grid.GetSpacing())
+        return side_by_side([_grey(plane) for plane in planes(board, index)])
+    draw = {"blend": _blend, "contours": _contours}[kind]
     return side_by_side([draw(f, m) for f, m in zip(planes(fixed_volume, index), planes(moving_volume, index))])
 
 

@@ -7,11 +7,7 @@ from __future__ import annotations
 import base64
 import datetime
 import html
-import importlib.metadata
-import os
 import platform
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -30,26 +26,9 @@ table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ccc;paddin
 img{max-width:100%;margin:4px 0}figure{margin:0 0 1em 0}figcaption{font-size:.85em;color:#555}"""
 
 
-def _elastix_version() -> str:
-    configured = os.environ.get("CTMR_ELASTIX")
-    if configured and Path(configured).is_dir():
-        configured = str(Path(configured) / "elastix")
-    executable = configured or shutil.which("elastix")
-    if executable:
-        try:
-            output = subprocess.run([executable, "--version"], capture_output=True, text=True, timeout=20).stdout
-            return f"{output.strip() or 'unknown version'} ({executable})"
-        except (OSError, subprocess.SubprocessError):
-            pass
-    try:
-        return f"itk-elastix {importlib.metadata.version('itk-elastix')} (Python wheel)"
-    except importlib.metadata.PackageNotFoundError:
-        return "not found"
-
-
-def versions() -> dict[str, str]:
-    """Versions of this package and of what computed the results."""
-    return {"CTMRRegistration": VERSION, "SimpleITK": sitk.Version_VersionString(), "elastix": _elastix_version(),
+def versions(elastix: str) -> dict[str, str]:
+    """Versions of this package and of what computed the results (`elastix`: the backend that ran)."""
+    return {"CTMRRegistration": VERSION, "SimpleITK": sitk.Version_VersionString(), "elastix": elastix,
             "numpy": np.__version__, "Python": platform.python_version(), "platform": platform.platform()}
 
 
@@ -95,6 +74,7 @@ def write_report(directory, qa: QAResult, pictures: dict[str, Path] | None = Non
     """Write `directory`/report.html; `registration` is the registration's own JSON form when there is one."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    elastix = (registration or {}).get("backend") or qa.backend or "not run"
     colour = VERDICT_COLOURS.get(qa.verdict, "#444")
     reasons = "".join(f"<li>{html.escape(reason)}</li>" for reason in qa.reasons) or "<li>no cue in doubt</li>"
     timings = {"quality assessment": round(qa.seconds, 3)}
@@ -113,7 +93,7 @@ def write_report(directory, qa: QAResult, pictures: dict[str, Path] | None = Non
     ]
     if registration:
         sections += ["<h2>Registration</h2>", _table({k: v for k, v in registration.items() if k != "stage_seconds"})]
-    sections += ["<h2>Timings (s)</h2>", _table(timings), "<h2>Versions</h2>", _table(versions()),
+    sections += ["<h2>Timings (s)</h2>", _table(timings), "<h2>Versions</h2>", _table(versions(elastix)),
                  f"<p><small>Written {datetime.datetime.now().isoformat(timespec='seconds')}. Transforms map fixed "
                  "physical points to moving ones (LPS, ITK resampling convention).</small></p>"]
     path = directory / REPORT_NAME

@@ -21,12 +21,13 @@ def _mask_box(mask: sitk.Image) -> np.ndarray:
 
 
 def crop_to_points(image: sitk.Image, points: np.ndarray, margin_mm: float = MARGIN_MM) -> sitk.Image:
-    """The sub-grid of `image` (same voxels, exact geometry) covering `points` plus `margin_mm`."""
+    """The sub-grid of `image` (same voxels, exact geometry) whose voxel centres lie in the index box of
+    `points` grown by `margin_mm` (at least one voxel)."""
     index = transform_points(np.linalg.inv(index_to_physical_matrix(image)), points)
-    margin = margin_mm / np.asarray(image.GetSpacing())
+    margin = margin_mm / np.asarray(image.GetSpacing()) + 1e-6
     size = np.asarray(image.GetSize())
-    low = np.clip(np.floor(index.min(axis=0) - margin), 0, size - 1).astype(int)
-    high = np.clip(np.ceil(index.max(axis=0) + margin), 0, size - 1).astype(int)
+    low = np.clip(np.ceil(index.min(axis=0) - margin), 0, size - 1).astype(int)
+    high = np.clip(np.floor(index.max(axis=0) + margin), low, size - 1).astype(int)
     return sitk.RegionOfInterest(image, (high - low + 1).tolist(), low.tolist())
 
 
@@ -49,3 +50,19 @@ def common_region(
     corners = np.array([[x, y, z] for x in (low[0], high[0]) for y in (low[1], high[1]) for z in (low[2], high[2])])
     fixed_points = transform_points(index_to_physical_matrix(fixed_mask), corners)
     return fixed_points, transform_points(fixed_to_moving, fixed_points)
+
+
+def crop_boxes(fixed_mask: sitk.Image, moving_mask: sitk.Image, fixed_to_moving: np.ndarray,
+               region: np.ndarray | None = None,
+               region_in_moving: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
+    """The fixed and moving boxes to crop to (corner points, LPS) and the margin to add (mm).
+
+    Without `region`: the common region of the two objects plus MARGIN_MM. With `region` (points a user
+    chose, e.g. an ROI's corners, in fixed space or with `region_in_moving` in moving space): that region
+    exactly, and its image under the pose on the other side."""
+    if region is None:
+        return *common_region(fixed_mask, moving_mask, fixed_to_moving), MARGIN_MM
+    region = np.asarray(region, dtype=float)
+    if region_in_moving:
+        return transform_points(np.linalg.inv(fixed_to_moving), region), region, 0.0
+    return region, transform_points(fixed_to_moving, region), 0.0

@@ -12,29 +12,27 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import SimpleITK as sitk
 
 from ..core.errors import Cancelled, InputError, NoOverlapError
 from ..core.geometry import matrix_from_sitk, sitk_from_matrix, transform_points
-from ..core.imaging import check_volume, guess_modality, physical_corners, shrink_to_spacing
+from ..core.imaging import check_volume, guess_modality, physical_corners, resample_on_grid, shrink_to_spacing
 from ..core.masks import foreground_mask
 from ..core.resources import parameter_file
-from ..elastix.backends import choose_backend, run_elastix
+from ..elastix.backends import ElastixBackend, choose_backend
 from ..elastix.job import ElastixJob
 from ..elastix.parameters import ParameterMap, read_parameter_file
 from ..elastix.transforms import compose, is_linear, linear_transform_map, sitk_from_transform_map
 from . import initialization
 from .bias_field import correct_bias_field
-from .common_region import common_region, crop_to_points
-
-if TYPE_CHECKING:
-    from ..qa.assess import QAResult
+from .common_region import crop_boxes, crop_to_points
 
 ProgressCallback = Callable[[float, str], None]
+CancelledCallback = Callable[[], bool]
 INITIALIZATIONS = ("search", "center", "none")
+BIAS_CORRECTIONS = {"auto": None, "on": True, "off": False}  # choice -> RegistrationOptions.bias_correction
 STAGES = ("rigid", "affine", "deformable")
 STAGE_COST = {"rigid": 1.0, "affine": 1.0, "deformable": 10.0}  # relative elastix run times, for progress
 WORKING_SPACING_MM = 2.0
@@ -49,16 +47,16 @@ class RegistrationOptions:
     initial_matrix: np.ndarray | None = None  # a fixed->moving 4x4 LPS start pose (e.g. landmarks): no search
     use_masks: bool = True
     crop: bool = True  # crop both images to the region their objects share at the start pose
+    crop_region: np.ndarray | None = None  # (N, 3) fixed-space LPS points (an ROI's corners) to crop to instead
     accept_mirror: bool = False
     stages: tuple[str, ...] = ("rigid",)  # in order, from rigid, affine, deformable
     presets: dict[str, Path] = field(default_factory=dict)  # stage -> elastix parameter file (default: bundled)
-    backend: str = "auto"  # auto, elastix (an executable) or itk-elastix (the wheel)
+    backend: str | ElastixBackend = "auto"  # auto, elastix (an executable), itk-elastix (the wheel), or a backend
     elastix_executable: Path | None = None
     threads: int | None = None
     fixed_modality: str | None = None
     moving_modality: str | None = None
     bias_correction: bool | None = None  # None: on for MR images
-    cancelled: Callable[[], bool] | None = None
 
 
 @dataclass
@@ -78,17 +76,10 @@ class RegistrationResult:
     metrics: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
     status: str = "ok"
-    backend: str = ""
-    transform_node: object = None
+    backend: str = ""  # the elastix that ran, with its version
     fixed_mask: sitk.Image | None = None  # foreground masks on the working grids, for inspection
     moving_mask: sitk.Image | None = None
-    mask_nodes: dict = field(default_factory=dict)
-    qa: QAResult | None = None  # the quality assessment run after registration (RegistrationLogic)
-
-    @property
-    def verdict(self) -> str | None:
-        """'ok', 'check' or 'failed' from the quality assessment; None when it did not run."""
-        return self.qa.verdict if self.qa is not None else None
+    crop_region: np.ndarray | None = None  # corners (LPS, fixed space) of the region registered (voxel faces)
 
     @property
     def deformable(self) -> bool:
@@ -101,9 +92,8 @@ class RegistrationResult:
 
     def as_dict(self) -> dict:
         """The JSON form printed by `ctmr-register --json`."""
-        report = {
+        return {
             "status": self.status,
-            "verdict": self.verdict,
             "transform": self.matrix.round(9).tolist(),
             "transform_convention": "fixed->moving physical points, LPS (ITK resampling transform)",
             "deformable": self.deformable,
@@ -115,9 +105,6 @@ class RegistrationResult:
             "metrics": self.metrics,
             "warnings": self.warnings,
         }
-        if self.qa is not None:
-            report["qa"] = self.qa.as_dict()
-        return report
 
 
 def scaled_progress(progress: ProgressCallback | None, low: float, high: float) -> ProgressCallback:
@@ -202,9 +189,14 @@ def register_images(
     fixed: sitk.Image,
     moving: sitk.Image,
     options: RegistrationOptions | None = None,
+    *,
     progress: ProgressCallback | None = None,
+    cancelled: CancelledCallback | None = None,
 ) -> RegistrationResult:
     """Register `moving` to `fixed`; the result maps fixed physical points to moving ones (LPS).
+
+    `progress(fraction, message)` hears of every step; `cancelled()` is polled between steps and while elastix
+    runs (Cancelled is raised).
 
     The linear stages evaluate the metric over the CT whenever one image is CT: MR-fixed requests run
     CT-fixed and return the inverse, so swapping fixed and moving gives exactly the inverse linear transform.
@@ -225,19 +217,21 @@ def register_images(
     moving, moving_modality = _prepare(moving, "moving", options.moving_modality)
     swap = (fixed_modality, moving_modality) == ("MR", "CT")
     modalities = ("CT", "MR") if swap else (fixed_modality, moving_modality)
-    result = RegistrationResult(sitk.Transform(), sitk.Transform(), *modalities, backend=str(backend))
-    stages = _StageRunner(options, parameters, backend, result.stage_seconds, progress)
+    result = RegistrationResult(sitk.Transform(), sitk.Transform(), *modalities, backend=backend.describe())
+    stages = _StageRunner(options, parameters, backend, result.stage_seconds, progress, cancelled)
     pair = (moving, fixed) if swap else (fixed, moving)
     start = options.initial_matrix
     if start is not None and swap:
         start = np.linalg.inv(start)
-    inputs = _align_linear(*pair, modalities, options, stages, result, start)
+    inputs = _align_linear(*pair, modalities, options, stages, result, start, region_in_moving=swap)
     if swap:
         result.transform = sitk_from_matrix(np.linalg.inv(result.matrix))
         result.initial_transform = result.initial_transform.GetInverse()
         result.fixed_mask, result.moving_mask = result.moving_mask, result.fixed_mask
         result.fixed_modality, result.moving_modality = fixed_modality, moving_modality
         inputs = inputs.swapped() if inputs is not None else None
+    if inputs is not None and options.crop:
+        result.crop_region = physical_corners(inputs.fixed, faces=True)
     result.linear_transform = result.transform
     if "deformable" in parameters and result.status == "ok":
         result.transform = stages.elastix("deformable", inputs, result.transform)
@@ -265,16 +259,17 @@ class _StageRunner:
 
     ELASTIX_PROGRESS = (0.55, 0.97)
 
-    def __init__(self, options, parameters: dict[str, ParameterMap], backend, seconds: dict, progress):
+    def __init__(self, options, parameters: dict[str, ParameterMap], backend: ElastixBackend, seconds: dict,
+                 progress: ProgressCallback | None, cancelled: CancelledCallback | None):
         self.options, self.parameters, self.backend = options, parameters, backend
-        self.seconds, self.progress = seconds, progress
+        self.seconds, self.progress, self.cancelled = seconds, progress, cancelled
         costs = np.cumsum([0.0] + [STAGE_COST[s] for s in parameters])
         low, high = self.ELASTIX_PROGRESS
         fractions = low + (high - low) * costs / costs[-1]
         self.spans = {s: (fractions[i], fractions[i + 1]) for i, s in enumerate(parameters)}
 
     def start(self, name: str, fraction: float, message: str) -> None:
-        if self.options.cancelled is not None and self.options.cancelled():
+        if self.cancelled is not None and self.cancelled():
             raise Cancelled("registration cancelled")
         self.name, self.clock = name, time.perf_counter()
         _report(self.progress, fraction, message)
@@ -301,8 +296,8 @@ class _StageRunner:
                 moving_mask=inputs.moving_mask if self.options.use_masks else None,
                 threads=self.options.threads,
             )
-        maps = run_elastix(
-            job, self.backend, cancelled=self.options.cancelled,
+        maps = self.backend.run(
+            job, cancelled=self.cancelled,
             progress=lambda fraction: _report(self.progress, low + (high - low) * fraction, message),
         )
         self.stop()
@@ -315,23 +310,20 @@ class _StageRunner:
         samples that leave it rewards deformations that push them out (found to inflate the object)."""
         support = sitk.Image(inputs.moving.GetSize(), sitk.sitkUInt8) + 1
         support.CopyInformation(inputs.moving)
-        in_view = sitk.BinaryErode(_resample(support, inputs.fixed, initial, sitk.sitkNearestNeighbor), [2, 2, 2])
+        mapped = resample_on_grid(support, inputs.fixed, initial, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+        in_view = sitk.BinaryErode(mapped, [2, 2, 2])
         fixed_mask = sitk.And(inputs.fixed_mask, in_view) if self.options.use_masks else in_view
-        moving = _resample(inputs.moving, inputs.fixed, initial, sitk.sitkLinear)
+        moving = resample_on_grid(inputs.moving, inputs.fixed, initial, pixel_type=inputs.moving.GetPixelID())
         return ElastixJob(inputs.fixed, moving, [self.parameters["deformable"]], fixed_mask=fixed_mask,
                           threads=self.options.threads)
-
-
-def _resample(image: sitk.Image, reference: sitk.Image, transform: sitk.Transform, interpolator) -> sitk.Image:
-    background = float(sitk.GetArrayViewFromImage(image).min())
-    return sitk.Resample(image, reference, transform, interpolator, background, image.GetPixelID())
 
 
 def _use_bias_correction(options: RegistrationOptions, modality: str) -> bool:
     return modality == "MR" if options.bias_correction is None else options.bias_correction
 
 
-def _align_linear(fixed, moving, modalities, options, stages: _StageRunner, result, start) -> _ElastixInputs | None:
+def _align_linear(fixed, moving, modalities, options, stages: _StageRunner, result, start,
+                  region_in_moving: bool) -> _ElastixInputs | None:
     """Masks, initialisation, bias correction, common-region crop and the linear elastix stages.
 
     Sets result.transform; returns the cropped inputs for a later deformable stage (None when mirrored).
@@ -360,10 +352,11 @@ def _align_linear(fixed, moving, modalities, options, stages: _StageRunner, resu
     inputs = _ElastixInputs(fixed, moving, fixed_mask, moving_mask)
     if options.crop:
         stages.start("crop", 0.5, "cropping to the common region")
-        fixed_box, moving_box = common_region(fixed_mask, moving_mask, initial)
+        fixed_box, moving_box, margin = crop_boxes(fixed_mask, moving_mask, initial, options.crop_region,
+                                                   region_in_moving)
         inputs = _ElastixInputs(
-            crop_to_points(fixed, fixed_box), crop_to_points(moving, moving_box),
-            crop_to_points(fixed_mask, fixed_box), crop_to_points(moving_mask, moving_box),
+            crop_to_points(fixed, fixed_box, margin), crop_to_points(moving, moving_box, margin),
+            crop_to_points(fixed_mask, fixed_box, margin), crop_to_points(moving_mask, moving_box, margin),
         )
         result.metrics["cropped_sizes"] = {"fixed": list(inputs.fixed.GetSize()),
                                            "moving": list(inputs.moving.GetSize())}

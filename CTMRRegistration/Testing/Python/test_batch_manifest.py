@@ -63,7 +63,8 @@ def test_command_exits_2_before_any_work(tmp_path, capsys):
 
 @pytest.mark.parametrize("options, message", [
     (["--threads", "2"], "--threads is set per case by ctmr-batch and cannot be passed through (use --threads-per"),
-    (["--output-volume=v.nrrd"], "--output-volume is set per case"),
+    (["--output-volume=v.nrrd"], "--output-volume would write every case's output to one path"),
+    (["--overlay", "o.png"], "--overlay would write every case's output to one path"),
     (["--no-such-option"], "ctmr-register option: unrecognized arguments: --no-such-option"),
     (["--stages"], "ctmr-register option: argument --stages: expected one argument"),
 ])

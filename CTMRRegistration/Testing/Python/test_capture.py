@@ -9,6 +9,8 @@ from conftest import move_header, p95_distance, rigid_pose
 
 from CTMRRegistrationLib import RegistrationOptions, register_images
 
+pytestmark = pytest.mark.slow  # real registrations of the bundled pair
+
 OPTIONS = RegistrationOptions(threads=2)
 OFFSET_250_MM = 250.0 * np.array([0.6, -0.72, 0.35]) / np.linalg.norm([0.6, -0.72, 0.35])
 POSES = {

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 from conftest import p95_distance
 
@@ -13,6 +14,7 @@ from CTMRRegistrationLib.core import resources
 from CTMRRegistrationLib.core.geometry import matrix_from_sitk
 
 
+@pytest.mark.slow
 def test_demo_writes_outputs_and_json(tmp_path, capsys, reference_ct_to_mr, ct_object_points, sample_ct):
     assert main(["--demo", "--output-dir", str(tmp_path), "--json", "--threads", "2"]) == 0
     report = json.loads(capsys.readouterr().out)

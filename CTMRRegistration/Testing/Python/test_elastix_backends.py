@@ -11,7 +11,7 @@ import SimpleITK as sitk
 from CTMRRegistrationLib.core.errors import Cancelled, InputError
 from CTMRRegistrationLib.core.geometry import matrix_from_sitk
 from CTMRRegistrationLib.core.resources import parameter_file
-from CTMRRegistrationLib.elastix.backends import find_elastix_executable, run_elastix
+from CTMRRegistrationLib.elastix.backends import choose_backend, find_elastix_executable
 from CTMRRegistrationLib.elastix.job import ElastixJob
 from CTMRRegistrationLib.elastix.parameters import read_parameter_file
 from CTMRRegistrationLib.elastix.progress import ElastixProgress
@@ -45,7 +45,7 @@ def test_missing_executable_path_is_a_clear_error(tmp_path):
 @needs_executable
 def test_executable_recovers_a_shift_and_reports_progress():
     fractions = []
-    maps = run_elastix(shift_job(), progress=fractions.append)
+    maps = choose_backend().run(shift_job(), progress=fractions.append)
     translation = matrix_from_sitk(sitk_from_transform_map(maps[0]))[:3, 3]
     np.testing.assert_allclose(translation, [6.0, -4.0, 3.0], atol=0.5)
     assert fractions == sorted(fractions) and len(fractions) >= 2
@@ -54,9 +54,10 @@ def test_executable_recovers_a_shift_and_reports_progress():
 @needs_executable
 def test_cancel_stops_elastix():
     with pytest.raises(Cancelled):
-        run_elastix(shift_job(), cancelled=lambda: True)
+        choose_backend().run(shift_job(), cancelled=lambda: True)
 
 
+@pytest.mark.slow
 def test_itk_elastix_wheel_recovers_the_same_shift():
     from CTMRRegistrationLib.elastix.wheel import run_itk_elastix
 
@@ -71,7 +72,7 @@ def test_cancel_kills_a_running_elastix_within_two_seconds():
     timer = threading.Timer(1.0, lambda: requested.append(time.monotonic()))
     timer.start()
     with pytest.raises(Cancelled):
-        run_elastix(job, "elastix", cancelled=lambda: bool(requested))
+        choose_backend("elastix").run(job, cancelled=lambda: bool(requested))
     assert time.monotonic() - requested[0] < 2.0
 
 

@@ -12,7 +12,6 @@ from CTMRRegistrationLib.core.geometry import matrix_from_sitk, transform_points
 from CTMRRegistrationLib.elastix.transforms import compose
 from CTMRRegistrationLib.mrml.landmark_registration import (
     landmarks_from_file,
-    markups_points,
     register_images_from_landmarks,
     register_landmarks,
 )
@@ -73,7 +72,8 @@ def test_moving_list_under_the_output_transform_gives_the_same_result_again(cont
     second = register_landmarks(context, fixed, moving, output_transform_node=first.transform_node)
     np.testing.assert_allclose(second.transform.matrix, TRUTH, atol=1e-9)
     assert any("under the output transform" in warning for warning in second.warnings)
-    np.testing.assert_allclose(markups_points(moving, first.transform_node), transform_points(TRUTH, FIXED), atol=1e-9)
+    np.testing.assert_allclose(points_from_markups(moving, first.transform_node), transform_points(TRUTH, FIXED),
+                               atol=1e-9)
 
 
 def test_thin_plate_spline_node_maps_moving_landmarks_onto_fixed_ones(context):
@@ -109,6 +109,7 @@ def test_compose_is_exact_for_linear_and_ordered_for_composites():
     np.testing.assert_allclose(composite.TransformPoint(point[0].tolist()), transform_points(first, point)[0])
 
 
+@pytest.mark.slow
 def test_landmark_start_pose_is_refined_and_composed_into_one_transform(sample_ct, sample_mr, reference_ct_to_mr,
                                                                         ct_object_points):
     """MR moved 180 degrees: the landmark pose (6 points, 3 mm localisation noise) starts elastix."""

@@ -15,6 +15,7 @@ def voxels(node) -> np.ndarray:
     return vtk_to_numpy(node.GetImageData().GetPointData().GetScalars()).copy()
 
 
+@pytest.mark.slow
 def test_register_nodes_adds_masks_and_leaves_the_mr_untouched(context, sample_ct, sample_mr, reference_ct_to_mr,
                                                                  ct_object_points):
     ct_node = add_volume_from_sitk(context, sample_ct, "CT")
@@ -56,6 +57,7 @@ def test_dicom_modality_tag_wins_over_intensities(sample_mr):
     assert guess_modality(tagged) == "CT"
 
 
+@pytest.mark.slow
 def test_harden_changes_the_header_only(context, sample_ct, sample_mr):
     ct_node = add_volume_from_sitk(context, sample_ct, "CT")
     mr_node = add_volume_from_sitk(context, moved := move_header(sample_mr, rigid_pose((0, 0, 4), (6, -3, 2))), "MR")
@@ -70,6 +72,7 @@ def test_harden_changes_the_header_only(context, sample_ct, sample_mr):
     np.testing.assert_allclose(hardened.GetOrigin(), expected[:3], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_cancel_leaves_the_scene_unchanged(context, sample_ct, sample_mr):
     ct_node = add_volume_from_sitk(context, sample_ct, "CT")
     mr_node = add_volume_from_sitk(context, sample_mr, "MR")

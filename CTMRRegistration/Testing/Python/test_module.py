@@ -1,9 +1,9 @@
 """What can be checked of the Slicer module without the Slicer application.
 
 The module file imports qt and Slicer's scripted-module classes, which exist only inside Slicer, so it is read
-as source: its syntax tree, the .ui file it loads, and the CMake files that ship it. Its pure helpers (the
-mapping from the parameter node to the library call, the result summary, the metrics table, the checkerboard,
-the image helpers) are compiled out of the file and run here on a slicer-core scene.
+as source: its syntax tree, the .ui file it loads, and the CMake files that ship it. Everything it does besides
+Qt wiring lives in CTMRRegistrationLib.apps.panel, tested here (pure parts) and in test_panel.py (every panel
+action on a real slicer-core scene).
 """
 
 import ast
@@ -12,25 +12,31 @@ import inspect
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
 from CTMRRegistrationLib import RegistrationLogic, RegistrationOptions, RegistrationResult
+from CTMRRegistrationLib.apps import panel
+from CTMRRegistrationLib.apps.panel import PanelSettings, registration_arguments
 from CTMRRegistrationLib.core import resources
 from CTMRRegistrationLib.core.errors import InputError
 from CTMRRegistrationLib.elastix.backends import BACKENDS
 from CTMRRegistrationLib.mrml.nodes import add_volume_from_sitk, sitk_from_volume
+from CTMRRegistrationLib.mrml.scene_registration import SceneOptions, SceneRegistrationResult
 from CTMRRegistrationLib.qa.assess import QAResult
+from CTMRRegistrationLib.qa.overlay import normalise
+from CTMRRegistrationLib.qa.pictures import checkerboard
+from CTMRRegistrationLib.registration.pipeline import BIAS_CORRECTIONS
 
 MODULE_DIR = Path(__file__).resolve().parents[2]
 MODULE_FILE = MODULE_DIR / "CTMRRegistration.py"
+PANEL_FILE = MODULE_DIR / "CTMRRegistrationLib" / "apps" / "panel.py"
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "CTMRRegistration.ui"
 PARAMETER_NODE_CLASS = "CTMRRegistrationParameterNode"
-# Parameter-node fields that the widget handles itself rather than passing to the library.
-WIDGET_FIELDS = {"fixedVolume", "movingVolume", "metricsTable", "reportFolder", "verdict"}
+# Parameter-node fields that the panel layer handles itself rather than passing to the library.
+PANEL_FIELDS = {"fixedVolume", "movingVolume", "metricsTable", "reportFolder", "verdict"}
 
 
 # ----- reading the module file ------------------------------------------------------------------------------------
@@ -53,25 +59,6 @@ def constant(name: str):
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
             return ast.literal_eval(node.value)
     raise KeyError(name)
-
-
-def load_definitions(*names: str) -> dict:
-    """Compile the module's top-level imports that work without the Slicer application, its constants, its
-    functions and the named classes into a namespace: the module's own code, run headless."""
-    namespace: dict = {"__name__": "CTMRRegistration_headless"}
-    body = module_tree().body
-    for node in body:
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            try:
-                exec(compile(ast.Module([node], []), str(MODULE_FILE), "exec"), namespace)
-            except ImportError:
-                pass  # qt, slicer.ScriptedLoadableModule, slicer.parameterNodeWrapper: Slicer application only
-    wanted = [node for node in body if isinstance(node, (ast.Assign, ast.FunctionDef))
-              or getattr(node, "name", None) in names]
-    exec(compile(ast.Module(wanted, []), str(MODULE_FILE), "exec"), namespace)
-    missing = set(names) - set(namespace)
-    assert not missing, f"not defined at the top level of the module: {missing}"
-    return namespace
 
 
 @dataclasses.dataclass
@@ -105,19 +92,12 @@ def parameter_fields() -> dict[str, Field]:
     return fields
 
 
-def default_parameters(**changes) -> SimpleNamespace:
-    """A stand-in for the parameter node: every field at its default (nodes None), with `changes`."""
-    values = {name: field.default for name, field in parameter_fields().items()}
-    assert set(changes) <= set(values), set(changes) - set(values)
-    return SimpleNamespace(**(values | changes))
-
-
 def allowed_register_keywords() -> set[str]:
-    """What RegistrationLogic.register accepts by name: its own keywords and the RegistrationOptions fields."""
+    """What RegistrationLogic.register accepts by name: its own keywords and both option sets' fields."""
     parameters = inspect.signature(RegistrationLogic.register).parameters
     own = {name for name, p in parameters.items()
            if p.kind is not inspect.Parameter.VAR_KEYWORD and name not in ("self", "fixed_node", "moving_node")}
-    return own | {f.name for f in dataclasses.fields(RegistrationOptions)}
+    return own | {f.name for dataclass in (RegistrationOptions, SceneOptions) for f in dataclasses.fields(dataclass)}
 
 
 # ----- reading the .ui file ---------------------------------------------------------------------------------------
@@ -207,8 +187,7 @@ def test_self_test_runs_every_test_method():
 
 
 def test_sample_data_source_files_exist():
-    namespace = load_definitions("registerSampleData")
-    assert len(namespace["SAMPLE_NODE_NAMES"]) == 2
+    assert len(constant("SAMPLE_NODE_NAMES")) == 2
     assert (resources.resources_dir() / "Icons" / "CTMRRegistrationSampleData.png").is_file()
     assert resources.sample_ct_path().is_file() and resources.sample_mr_path().is_file()
     assert 'sampleName=SAMPLE_NAME' in module_source() and "customDownloader=loadSamplePair" in module_source()
@@ -289,7 +268,17 @@ def test_each_parameter_widget_can_show_its_type():
 def test_choices_are_the_library_values():
     fields = parameter_fields()
     assert fields["backend"].choices == list(BACKENDS)
-    assert list(constant("BIAS_CORRECTION")) == fields["biasCorrection"].choices
+    assert list(BIAS_CORRECTIONS) == fields["biasCorrection"].choices
+
+
+def test_panel_settings_are_the_parameter_node_fields():
+    """The headless stand-in declares the parameter node's fields with the same defaults."""
+    fields = parameter_fields()
+    settings = {f.name: f.default for f in dataclasses.fields(PanelSettings)}
+    assert set(settings) == set(fields)
+    for name, field in fields.items():
+        if field.type != "node":
+            assert settings[name] == field.default, name
 
 
 # ----- the one place where the panel calls the library -------------------------------------------------------------
@@ -301,29 +290,25 @@ def register_calls() -> list[ast.Call]:
             and isinstance(node.func, ast.Attribute) and node.func.attr == "register"]
 
 
-def test_the_widget_calls_register_once_with_registration_arguments():
+def test_the_widget_registers_once_through_the_panel_layer():
     calls = register_calls()
     assert len(calls) == 1
-    call = calls[0]
-    assert ast.unparse(call.func) == "self.logic.register"
-    named = {k.arg for k in call.keywords if k.arg is not None}
-    assert named <= allowed_register_keywords(), named - allowed_register_keywords()
-    spread = [ast.unparse(k.value) for k in call.keywords if k.arg is None]
-    assert spread == ["registrationArguments(p)"]
+    assert ast.unparse(calls[0].func) == "self.panel.register"
+    assert [ast.unparse(a) for a in calls[0].args] == ["p"]
+    assert {k.arg for k in calls[0].keywords} == {"progress", "cancelled"}
 
 
 def test_registration_arguments_are_register_keywords():
-    registration_arguments = load_definitions("registrationArguments")["registrationArguments"]
     allowed = allowed_register_keywords()
     preset = resources.parameter_file("Affine")
     variants = [
-        default_parameters(),
-        default_parameters(affineStage=True, deformableStage=True, automaticInitialization=False,
-                           biasCorrection="off", backend="itk-elastix", hardenResult=True, useMasks=False),
-        default_parameters(affineStage=True, presetFile=preset),
+        PanelSettings(),
+        PanelSettings(affineStage=True, deformableStage=True, automaticInitialization=False,
+                      biasCorrection="off", backend="itk-elastix", hardenResult=True, useMasks=False),
+        PanelSettings(affineStage=True, presetFile=preset),
     ]
-    for parameters in variants:
-        arguments = registration_arguments(parameters)
+    for settings in variants:
+        arguments = registration_arguments(settings)
         assert set(arguments) <= allowed, set(arguments) - allowed
         options = {k: v for k, v in arguments.items() if k in {f.name for f in dataclasses.fields(RegistrationOptions)}}
         RegistrationOptions(**options)
@@ -338,45 +323,54 @@ def test_registration_arguments_are_register_keywords():
 
 
 def test_a_bad_preset_is_an_input_error():
-    registration_arguments = load_definitions("registrationArguments")["registrationArguments"]
     with pytest.raises(InputError):
-        registration_arguments(default_parameters(presetFile=resources.sample_data_dir() / "README.md"))
+        registration_arguments(PanelSettings(presetFile=resources.sample_data_dir() / "README.md"))
 
 
-def test_every_parameter_reaches_the_library_or_is_handled_by_the_widget():
-    function = next(n for n in module_tree().body if getattr(n, "name", None) == "registrationArguments")
+def test_every_parameter_reaches_the_library_or_is_handled_by_the_panel():
+    tree = ast.parse(PANEL_FILE.read_text())
+    function = next(n for n in tree.body if getattr(n, "name", None) == "registration_arguments")
     passed = {n.attr for n in ast.walk(function) if isinstance(n, ast.Attribute)
-              and isinstance(n.value, ast.Name) and n.value.id == "parameters"}
+              and isinstance(n.value, ast.Name) and n.value.id == "settings"}
     fields = set(parameter_fields())
-    assert WIDGET_FIELDS <= fields
-    assert passed | WIDGET_FIELDS == fields, fields - (passed | WIDGET_FIELDS)
-    for name in WIDGET_FIELDS:
-        assert re.search(rf"\bp\.{name}\b", module_source()), f"the widget never uses {name}"
+    assert PANEL_FIELDS <= fields
+    assert passed | PANEL_FIELDS == fields, fields - (passed | PANEL_FIELDS)
+    others = [n for n in tree.body if n is not function]
+    handled = {n.attr for node in others for n in ast.walk(node) if isinstance(n, ast.Attribute)
+               and isinstance(n.value, ast.Name) and n.value.id == "settings"}
+    assert PANEL_FIELDS <= handled, PANEL_FIELDS - handled
 
 
 def test_empty_paths_are_none():
-    optional_path = load_definitions("optionalPath")["optionalPath"]
-    assert optional_path(Path()) is None and optional_path("") is None and optional_path(None) is None
-    assert optional_path(Path("/tmp/x")) == Path("/tmp/x")
+    assert panel.optional_path(Path()) is None and panel.optional_path("") is None
+    assert panel.optional_path(None) is None and panel.optional_path(Path("/tmp/x")) == Path("/tmp/x")
+
+
+def test_apply_problems():
+    assert panel.apply_problem(PanelSettings()) == "Select the fixed and the moving volume."
+    volume = object()
+    assert "must differ" in panel.apply_problem(PanelSettings(fixedVolume=volume, movingVolume=volume))
+    assert "stage" in panel.apply_problem(PanelSettings(fixedVolume=volume, movingVolume=object(), rigidStage=False))
+    assert panel.apply_problem(PanelSettings(fixedVolume=volume, movingVolume=object())) is None
 
 
 # ----- results ------------------------------------------------------------------------------------------------------
 
 
-def sample_result() -> RegistrationResult:
-    return RegistrationResult(
+def sample_result() -> SceneRegistrationResult:
+    registration = RegistrationResult(
         sitk.Transform(), sitk.Transform(), "CT", "MR", seconds=12.34, backend="elastix",
         stage_seconds={"initialization": 3.0, "rigid": 4.5},
         metrics={"foreground_overlap": 0.91234, "initialization": {"score": 1.5, "cues": {"dice": 0.8}},
                  "cropped_sizes": {"fixed": [10, 20, 30]}, "mirrored": False},
         warnings=["something to check"],
-        qa=QAResult("check", ["edges disagree"], {"edge_alignment": 1.2, "restarts": {"spread_mm": 0.5}}),
     )
+    qa = QAResult("check", ["edges disagree"], {"edge_alignment": 1.2, "restarts": {"spread_mm": 0.5}})
+    return SceneRegistrationResult(registration, qa)
 
 
 def test_result_summary_rows():
-    summary = load_definitions("resultSummary")["resultSummary"]
-    verdict, rows = summary(sample_result())
+    verdict, rows = panel.result_summary(sample_result())
     table = dict(rows)
     assert verdict == "check" and rows[0] == ("verdict", "check") and table["reason"] == "edges disagree"
     assert table["quality edge_alignment"] == "1.2" and table["quality restarts spread_mm"] == "0.5"
@@ -389,43 +383,47 @@ def test_result_summary_rows():
     assert all(isinstance(name, str) and isinstance(value, str) for name, value in rows)
 
 
+def test_scene_result_json_puts_the_verdict_beside_the_status():
+    report = sample_result().as_dict()
+    assert list(report)[:2] == ["status", "verdict"] and report["verdict"] == "check"
+    assert report["qa"]["reasons"] == ["edges disagree"]
+
+
 def test_metrics_table_on_a_slicer_core_scene(context):
-    namespace = load_definitions("resultSummary", "fillMetricsTable")
     table = context.scene.AddNewNodeByClass("vtkMRMLTableNode", "metrics")
-    _, rows = namespace["resultSummary"](sample_result())
-    namespace["fillMetricsTable"](table, rows)
-    namespace["fillMetricsTable"](table, rows)  # refilled, not appended
+    _, rows = panel.result_summary(sample_result())
+    panel.fill_metrics_table(table, rows)
+    panel.fill_metrics_table(table, rows)  # refilled, not appended
     assert table.GetNumberOfColumns() == 2 and table.GetNumberOfRows() == len(rows)
     assert table.GetColumnName(0) == "Metric" and table.GetCellText(0, 1) == "check"
     assert table.GetLocked()
 
 
 def test_checkerboard_alternates_squares():
-    checkerboard = load_definitions("checkerboardImage")["checkerboardImage"]
+    """One checkerboard for the panel and the report: cubes of the given size, each image in its own window."""
     fixed = sitk.Image([40, 30, 20], sitk.sitkFloat32) + 0.0
     fixed.SetSpacing([2.0, 2.0, 2.0])
     fixed.SetOrigin([5.0, -3.0, 1.0])
     ramp = sitk.GetImageFromArray(np.linspace(0, 1, 40 * 30 * 20, dtype=np.float32).reshape(20, 30, 40))
     ramp.CopyInformation(fixed)
     fixed_image, moving_image = ramp, 1000.0 - 1000.0 * ramp  # different ranges, scaled to [0, 1] each
-    board = checkerboard(fixed_image, moving_image, squareMm=10.0)
+    board = checkerboard(fixed_image, moving_image, square_mm=10.0)
     assert board.GetSize() == fixed.GetSize() and board.GetOrigin() == fixed.GetOrigin()
     array = sitk.GetArrayFromImage(board)
     assert 0.0 <= array.min() and array.max() <= 1.0
-    f, m = sitk.GetArrayFromImage(fixed_image), sitk.GetArrayFromImage(moving_image)
-    assert np.isclose(array[0, 0, 0], np.clip((f[0, 0, 0] - np.percentile(f[::2, ::2, ::2], 1))
-                                              / np.ptp(np.percentile(f[::2, ::2, ::2], [1, 99])), 0, 1))
+    f = normalise(sitk.GetArrayFromImage(fixed_image))
+    m = normalise(sitk.GetArrayFromImage(moving_image))
+    assert np.isclose(array[0, 0, 0], f[0, 0, 0]) and np.isclose(array[0, 0, 4], f[0, 0, 4])
     # voxel x = 5 (10 mm) starts the next square: the source flips from fixed to moving
-    assert np.isclose(array[0, 0, 5], np.clip((m[0, 0, 5] - np.percentile(m[::2, ::2, ::2], 1))
-                                              / np.ptp(np.percentile(m[::2, ::2, ::2], [1, 99])), 0, 1))
+    assert np.isclose(array[0, 0, 5], m[0, 0, 5]) and not np.isclose(array[0, 0, 5], f[0, 0, 5])
+    assert np.isclose(array[5, 0, 5], f[5, 0, 5])  # and back along z
 
 
 def test_image_with_geometry_places_the_voxels(context, sample_ct):
-    image_with_geometry = load_definitions("imageWithGeometry")["imageWithGeometry"]
     from CTMRRegistrationLib.mrml.nodes import ijk_to_world_lps
 
     node = add_volume_from_sitk(context, sample_ct, "CT")
-    placed = image_with_geometry(sitk_from_volume(node, world=False), ijk_to_world_lps(node))
+    placed = panel.image_with_geometry(sitk_from_volume(node, world=False), ijk_to_world_lps(node))
     np.testing.assert_allclose(placed.GetOrigin(), sample_ct.GetOrigin(), atol=1e-6)
     np.testing.assert_allclose(placed.GetDirection(), sample_ct.GetDirection(), atol=1e-9)
     np.testing.assert_allclose(placed.GetSpacing(), sample_ct.GetSpacing(), atol=1e-9)

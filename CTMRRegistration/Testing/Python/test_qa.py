@@ -7,13 +7,15 @@ import pytest
 import SimpleITK as sitk
 from conftest import rigid_pose
 
+from CTMRRegistrationLib.core.errors import Cancelled
 from CTMRRegistrationLib.core.geometry import sitk_from_matrix, transform_points
 from CTMRRegistrationLib.core.imaging import shrink_to_spacing
 from CTMRRegistrationLib.core.masks import ct_body_mask
+from CTMRRegistrationLib.elastix.backends import choose_backend
 from CTMRRegistrationLib.landmarks.fit import fit_landmark_transform
 from CTMRRegistrationLib.qa.assess import QAOptions, assess
 from CTMRRegistrationLib.qa.consistency import inverse_consistency, perturbed_starts
-from CTMRRegistrationLib.qa.verdict import grade_cues
+from CTMRRegistrationLib.qa.verdict import LIMITS, grade_cues
 
 OPTIONS = QAOptions(restarts=2, threads=2)
 
@@ -35,6 +37,7 @@ def reference_qa(sample_ct, sample_mr, reference_ct_to_mr):
     return assess(sample_ct, sample_mr, reference_ct_to_mr, options=OPTIONS)
 
 
+@pytest.mark.slow
 def test_reference_transform_is_ok(reference_qa):
     assert reference_qa.verdict == "ok", reference_qa.reasons
     metrics = reference_qa.metrics
@@ -46,6 +49,7 @@ def test_reference_transform_is_ok(reference_qa):
 
 @pytest.mark.parametrize("degrees, millimetres", [((10.0, -8.0, 6.0), (12.0, -10.0, 12.0)),  # 20 mm, 15 degrees
                                                    ((180.0, 0.0, 0.0), (0.0, 0.0, 0.0))])
+@pytest.mark.slow
 def test_wrong_transforms_fail(degrees, millimetres, sample_ct, sample_mr, reference_ct_to_mr, object_centre):
     wrong = off_by(reference_ct_to_mr, degrees, millimetres, object_centre)
     result = assess(sample_ct, sample_mr, wrong, options=OPTIONS)
@@ -53,6 +57,7 @@ def test_wrong_transforms_fail(degrees, millimetres, sample_ct, sample_mr, refer
     assert len(result.reasons) >= 2 and any("edges" in reason for reason in result.reasons)
 
 
+@pytest.mark.slow
 def test_mr_fixed_direction(sample_ct, sample_mr, reference_ct_to_mr, object_centre):
     """Restarts run with the CT as elastix's fixed image whatever the direction assessed."""
     result = assess(sample_mr, sample_ct, np.linalg.inv(reference_ct_to_mr), options=OPTIONS)
@@ -86,6 +91,7 @@ def test_inverse_consistency_and_perturbed_starts(reference_ct_to_mr, object_cen
     np.testing.assert_allclose(moved[0], -moved[1])
 
 
+@pytest.mark.slow
 def test_ground_truth_is_reported_not_graded(sample_ct, sample_mr, reference_ct_to_mr, object_centre):
     fixed_targets = object_centre + np.array([[0.0, 0.0, 0.0], [30.0, 0.0, 0.0], [0.0, -25.0, 20.0]])
     moving_targets = transform_points(reference_ct_to_mr, fixed_targets)
@@ -102,6 +108,7 @@ def test_ground_truth_is_reported_not_graded(sample_ct, sample_mr, reference_ct_
     assert result.verdict == "ok"
 
 
+@pytest.mark.slow
 def test_deformable_transform_gets_jacobian_statistics(sample_ct, sample_mr, reference_ct_to_mr, object_centre):
     """A thin-plate spline through reference landmarks with 1 mm jitter: smooth, no folding."""
     fixed_points = object_centre + np.array([[-50.0, -30, -40], [50, -30, 40], [0, 50, -40], [0, 0, 50],
@@ -114,6 +121,7 @@ def test_deformable_transform_gets_jacobian_statistics(sample_ct, sample_mr, ref
     assert "restart_drift_mm" not in result.metrics and result.verdict == "ok", result.reasons
 
 
+@pytest.mark.slow
 def test_thick_slices_are_assessed(sample_ct, sample_mr, reference_ct_to_mr):
     """A clinical MR grid: 1 mm in-plane, 3 mm slices, coarser than the 2 mm QA grid along one axis only."""
     spacing = (1.0, 1.0, 3.0)
@@ -123,3 +131,56 @@ def test_thick_slices_are_assessed(sample_ct, sample_mr, reference_ct_to_mr):
     result = assess(sample_ct, thick, reference_ct_to_mr, options=QAOptions(restarts=0, threads=2))
     assert result.verdict == "ok", result.reasons
     assert result.metrics["edge_alignment"] > 1.7
+
+
+class RecordingBackend:
+    """A real backend that counts its runs and asks for a cancel once `cancel_after` runs have finished."""
+
+    def __init__(self, backend, cancel_after=None):
+        self.backend, self.cancel_after, self.runs = backend, cancel_after, 0
+        self.name = backend.name
+
+    def describe(self) -> str:
+        return f"recording {self.backend.describe()}"
+
+    def run(self, job, progress=None, cancelled=None):
+        maps = self.backend.run(job, progress=progress, cancelled=cancelled)
+        self.runs += 1
+        return maps
+
+    def cancelled(self) -> bool:
+        return self.cancel_after is not None and self.runs >= self.cancel_after
+
+
+@pytest.mark.slow
+def test_restarts_run_on_the_chosen_backend_and_stop_on_cancel(sample_ct, sample_mr, reference_ct_to_mr):
+    recording = RecordingBackend(choose_backend())
+    result = assess(sample_ct, sample_mr, reference_ct_to_mr, options=QAOptions(restarts=2, threads=2,
+                                                                                 backend=recording))
+    assert recording.runs == 2 and result.backend.startswith("recording ")
+    stopping = RecordingBackend(choose_backend(), cancel_after=1)
+    with pytest.raises(Cancelled):
+        assess(sample_ct, sample_mr, reference_ct_to_mr, options=QAOptions(restarts=2, threads=2, backend=stopping),
+               cancelled=stopping.cancelled)
+    assert stopping.runs == 1
+
+
+def test_a_cancel_before_the_assessment_runs_nothing(sample_ct, sample_mr, reference_ct_to_mr):
+    recording = RecordingBackend(choose_backend())
+    with pytest.raises(Cancelled):
+        assess(sample_ct, sample_mr, reference_ct_to_mr, options=QAOptions(backend=recording), cancelled=lambda: True)
+    assert recording.runs == 0
+
+
+@pytest.mark.slow
+def test_every_graded_cue_is_produced(sample_ct, sample_mr, reference_ct_to_mr, reference_qa):
+    """A misspelt cue would be silently ungraded (a cue that is absent counts as ok): each limit's cue must be
+    among the metrics of a linear assessment with a backward transform, or of a deformable one."""
+    produced = set(reference_qa.metrics)
+    backward = sitk_from_matrix(np.linalg.inv(reference_ct_to_mr))
+    produced |= set(assess(sample_ct, sample_mr, reference_ct_to_mr, backward,
+                           options=QAOptions(restarts=0)).metrics)
+    bspline = sitk.BSplineTransformInitializer(sample_ct, [3, 3, 3])
+    deformable = sitk.CompositeTransform([sitk_from_matrix(reference_ct_to_mr), bspline])
+    produced |= set(assess(sample_ct, sample_mr, deformable, options=QAOptions(restarts=0)).metrics)
+    assert {limit.cue for limit in LIMITS} <= produced, {limit.cue for limit in LIMITS} - produced

@@ -5,6 +5,7 @@ import json
 import re
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 from conftest import rigid_pose
 
@@ -31,6 +32,7 @@ def volumes() -> list[str]:
     return ["--fixed", resources.sample_ct_path(), "--moving", resources.sample_mr_path()]
 
 
+@pytest.mark.slow
 def test_reference_with_targets_segmentations_and_report(tmp_path, capsys, context, sample_ct, reference_ct_to_mr):
     fixed_points = np.array([[-10.0, 0.0, -5.0], [20.0, 10.0, 0.0], [0.0, -20.0, 15.0]])
     moving_points = fixed_points @ reference_ct_to_mr[:3, :3].T + reference_ct_to_mr[:3, 3]

@@ -12,6 +12,8 @@ from conftest import move_header, p95_distance, rigid_pose
 
 from CTMRRegistrationLib import Cancelled, RegistrationOptions, register_images
 
+pytestmark = pytest.mark.slow  # real registrations of the bundled pair
+
 OPTIONS = RegistrationOptions(threads=2)
 POSES = {
     "shift 20 mm": ((0.0, 0.0, 0.0), (12.0, -10.0, 12.0)),
@@ -76,7 +78,7 @@ def test_mirrored_moving_image_is_flagged_not_registered(sample_ct, sample_mr):
 
 def test_cancel_stops_before_the_next_stage(sample_ct, sample_mr):
     stages = []
-    options = RegistrationOptions(threads=2, cancelled=lambda: len(stages) >= 2)
     with pytest.raises(Cancelled):
-        register_images(sample_ct, sample_mr, options, progress=lambda fraction, message: stages.append(message))
+        register_images(sample_ct, sample_mr, RegistrationOptions(threads=2), cancelled=lambda: len(stages) >= 2,
+                        progress=lambda fraction, message: stages.append(message))
     assert not any("elastix" in message for message in stages)

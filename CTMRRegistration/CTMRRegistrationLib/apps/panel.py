@@ -1,0 +1,262 @@
+"""The Slicer panel without Qt: every action of the module's panel on an MRML scene.
+
+The widget in CTMRRegistration.py only wires Qt to these (buttons, progress bar, message boxes, slice views);
+the headless tests drive the same functions with the same arguments on a slicer-core scene. `PanelSettings`
+holds the fields of the module's parameter node (the parameter node declares the same names and defaults; a
+test checks it), and stands in for it headless.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import vtk
+
+from ..core.errors import InputError
+from ..core.imaging import resample_on_grid
+from ..mrml.crop_roi import cropped_volume
+from ..mrml.logic import RegistrationLogic
+from ..mrml.nodes import add_volume_from_sitk, ijk_to_world_lps, sitk_from_volume, update_volume_from_sitk
+from ..mrml.scene_registration import SceneRegistrationResult
+from ..qa.pictures import checkerboard
+from ..qa.report import REPORT_NAME
+from ..registration.pipeline import BIAS_CORRECTIONS, CancelledCallback, ProgressCallback, preset_stage
+
+
+@dataclass
+class PanelSettings:
+    """What the panel shows; headless stand-in for the module's parameter node (same names and defaults)."""
+
+    fixedVolume: object = None
+    movingVolume: object = None
+    fixedLandmarks: object = None
+    movingLandmarks: object = None
+    fixedTargets: object = None
+    movingTargets: object = None
+    fixedSegmentation: object = None
+    movingSegmentation: object = None
+    rigidStage: bool = True
+    affineStage: bool = False
+    deformableStage: bool = False
+    automaticInitialization: bool = True
+    autoCrop: bool = True
+    cropRoi: object = None
+    biasCorrection: str = "auto"
+    presetFile: Path = Path()
+    hardenResult: bool = False
+    useMasks: bool = True
+    acceptMirror: bool = False
+    backend: str = "auto"
+    outputTransform: object = None
+    outputVolume: object = None
+    metricsTable: object = None
+    registeredRegion: object = None
+    reportFolder: Path = Path()
+    verdict: str = ""
+
+
+def optional_path(path) -> Path | None:
+    """A path field's value, or None when it is empty (the parameter node stores an empty path as '.')."""
+    text = str(path or "").strip()
+    return None if text in ("", ".") else Path(text)
+
+
+def apply_problem(settings) -> str | None:
+    """Why Register cannot run with these settings, or None."""
+    if not settings.fixedVolume or not settings.movingVolume:
+        return "Select the fixed and the moving volume."
+    if settings.fixedVolume == settings.movingVolume:
+        return "The fixed and the moving volume must differ."
+    if not (settings.rigidStage or settings.affineStage or settings.deformableStage):
+        return "Select at least one stage."
+    return None
+
+
+def registration_arguments(settings) -> dict:
+    """The keywords of RegistrationLogic.register for the panel's settings (besides the two volumes, progress
+    and cancel): the one place where parameter-node fields reach the library."""
+    stages = (("rigid", settings.rigidStage), ("affine", settings.affineStage),
+              ("deformable", settings.deformableStage))
+    arguments = {
+        "stages": tuple(stage for stage, selected in stages if selected),
+        "initialization": "search" if settings.automaticInitialization else "center",
+        "use_masks": settings.useMasks,
+        "crop": settings.autoCrop,
+        "crop_roi": settings.cropRoi,
+        "output_crop_roi": settings.registeredRegion,
+        "add_crop_roi": True,
+        "accept_mirror": settings.acceptMirror,
+        "bias_correction": BIAS_CORRECTIONS[settings.biasCorrection],
+        "backend": settings.backend,
+        "harden": settings.hardenResult,
+        "output_transform_node": settings.outputTransform,
+        "output_volume_node": settings.outputVolume,
+        "fixed_landmarks": settings.fixedLandmarks,
+        "moving_landmarks": settings.movingLandmarks,
+        "fixed_targets": settings.fixedTargets,
+        "moving_targets": settings.movingTargets,
+        "fixed_segmentation": settings.fixedSegmentation,
+        "moving_segmentation": settings.movingSegmentation,
+        "report_directory": optional_path(settings.reportFolder),
+    }
+    preset = optional_path(settings.presetFile)
+    if preset is not None:
+        arguments["presets"] = {preset_stage(preset): preset}
+    return arguments
+
+
+def _format_value(value) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_format_value(item) for item in value)
+    return str(value)
+
+
+def _metric_rows(metrics: dict, prefix: str = "") -> list[tuple[str, str]]:
+    rows = []
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            rows += _metric_rows(value, f"{prefix}{key} ")
+        else:
+            rows.append((f"{prefix}{key}", _format_value(value)))
+    return rows
+
+
+def result_summary(result: SceneRegistrationResult) -> tuple[str, list[tuple[str, str]]]:
+    """The verdict and the (metric, value) rows of a result: the one place where results reach the panel.
+    The verdict is the quality check's (ok, check, failed), else the registration status."""
+    verdict = result.verdict or result.status
+    rows = [("verdict", verdict)] + [("reason", reason) for reason in (result.qa.reasons if result.qa else [])]
+    rows += [
+        ("status", result.status),
+        ("fixed / moving modality", f"{result.fixed_modality} / {result.moving_modality}"),
+        ("elastix backend", result.backend),
+        ("total time (s)", f"{result.seconds:.1f}"),
+    ]
+    rows += [(f"time {stage} (s)", f"{seconds:.1f}") for stage, seconds in result.stage_seconds.items()]
+    rows += _metric_rows(result.metrics)
+    if result.qa is not None:
+        rows += _metric_rows(result.qa.metrics, "quality ")
+    rows += [("warning", warning) for warning in result.warnings]
+    return verdict, rows
+
+
+def fill_metrics_table(table_node, rows: list[tuple[str, str]]) -> None:
+    """Replace the table's content with two text columns, Metric and Value, and lock it."""
+    modifying = table_node.StartModify()
+    table_node.RemoveAllColumns()
+    for index, name in enumerate(("Metric", "Value")):
+        column = vtk.vtkStringArray()
+        column.SetName(name)
+        for row in rows:
+            column.InsertNextValue(row[index])
+        table_node.AddColumn(column)
+    table_node.SetLocked(True)
+    table_node.EndModify(modifying)
+
+
+def image_with_geometry(image: sitk.Image, ijk_to_lps: np.ndarray) -> sitk.Image:
+    """`image`'s voxels with the geometry of a 4x4 voxel-index-to-LPS matrix."""
+    spacing = np.linalg.norm(ijk_to_lps[:3, :3], axis=0)
+    placed = sitk.Image(image)
+    placed.SetSpacing(spacing.tolist())
+    placed.SetDirection((ijk_to_lps[:3, :3] / spacing).ravel().tolist())
+    placed.SetOrigin(ijk_to_lps[:3, 3].tolist())
+    return placed
+
+
+@dataclass
+class PanelRun:
+    """What the result buttons need from the last successful registration."""
+
+    fixed_volume: object
+    moving_volume: object
+    result: SceneRegistrationResult
+    moving_geometry: np.ndarray  # the moving volume's voxel-to-LPS matrix (world) when registration started
+    hardened: bool
+
+    def aligned_moving_image(self, fixed: sitk.Image) -> sitk.Image:
+        """The moving volume resampled on the fixed grid through the result (as the scene shows it when
+        hardening resampled a deformable result's voxels)."""
+        if self.hardened and self.result.deformable:
+            return resample_on_grid(sitk_from_volume(self.moving_volume), fixed)
+        moving = image_with_geometry(sitk_from_volume(self.moving_volume, world=False), self.moving_geometry)
+        return resample_on_grid(moving, fixed, self.result.transform)
+
+
+class Panel:
+    """The panel's actions on the logic's scene: register, show the checkerboard, find the report."""
+
+    def __init__(self, logic: RegistrationLogic):
+        self.logic = logic
+        self.last_run: PanelRun | None = None
+        self.checkerboard_node = None
+
+    def register(self, settings, progress: ProgressCallback | None = None,
+                 cancelled: CancelledCallback | None = None) -> SceneRegistrationResult:
+        """Register with `settings` and write the outputs back into them (transform, metrics table, verdict).
+        On an error or a cancel the exception propagates and neither the scene nor the settings changed."""
+        problem = apply_problem(settings)
+        if problem is not None:
+            raise InputError(problem)
+        fixed, moving = settings.fixedVolume, settings.movingVolume
+        geometry = ijk_to_world_lps(moving)
+        result = self.logic.register(fixed, moving, progress=progress, cancelled=cancelled,
+                                     **registration_arguments(settings))
+        self.last_run = PanelRun(fixed, moving, result, geometry, settings.hardenResult)
+        verdict, rows = result_summary(result)
+        if result.transform_node is not None:
+            settings.outputTransform = result.transform_node
+        if result.crop_roi_node is not None:
+            settings.registeredRegion = result.crop_roi_node
+        if not settings.metricsTable:
+            settings.metricsTable = self.logic.context.scene.AddNewNodeByClass("vtkMRMLTableNode",
+                                                                               "CT-MR registration metrics")
+        fill_metrics_table(settings.metricsTable, rows)
+        settings.verdict = verdict
+        return result
+
+    def can_show_checkerboard(self, settings) -> bool:
+        """A checkerboard needs a result for the volumes now selected."""
+        run = self.last_run
+        return run is not None and (run.fixed_volume, run.moving_volume) == (settings.fixedVolume,
+                                                                             settings.movingVolume)
+
+    def show_checkerboard(self):
+        """The checkerboard volume of the last run (created once, then updated), displayed from 0 to 1."""
+        run = self.last_run
+        fixed = sitk_from_volume(run.fixed_volume)
+        board = checkerboard(fixed, run.aligned_moving_image(fixed))
+        scene = self.logic.context.scene
+        if self.checkerboard_node is None or scene.GetNodeByID(self.checkerboard_node.GetID()) is None:
+            name = scene.GenerateUniqueName(f"{run.moving_volume.GetName()} checkerboard")
+            self.checkerboard_node = add_volume_from_sitk(self.logic.context, board, name)
+        else:
+            update_volume_from_sitk(self.checkerboard_node, board)
+        display = self.checkerboard_node.GetDisplayNode()
+        display.SetAutoWindowLevel(False)
+        display.SetWindowLevelMinMax(0.0, 1.0)
+        return self.checkerboard_node
+
+    def crop_volumes(self, settings) -> tuple:
+        """Cropped copies of the fixed and moving volumes (as they lie in the scene) inside the crop region, else
+        the registered region, made by the scene's Crop Volume logic (voxel-based: voxels keep their positions)."""
+        roi = settings.cropRoi or settings.registeredRegion
+        if roi is None:
+            raise InputError("No region yet: register first, or choose a crop region.")
+        return tuple(cropped_volume(self.logic.context, volume, roi)
+                     for volume in (settings.fixedVolume, settings.movingVolume))
+
+    @staticmethod
+    def report_target(settings) -> Path | None:
+        """What 'Open report' opens: the report when it exists, else its folder; None without a folder."""
+        folder = optional_path(settings.reportFolder)
+        if folder is None or not folder.is_dir():
+            return None
+        return folder / REPORT_NAME if (folder / REPORT_NAME).is_file() else folder
