@@ -22,7 +22,7 @@ from pydicom.sequence import Sequence
 from ..core.errors import InputError
 from ..core.geometry import matrix_from_sitk, sitk_from_matrix
 from .series import DicomSeries
-from .spatial_registration import decimal_strings, matrix_type, new_registration_dataset
+from .spatial_registration import decimal_strings, image_references, matrix_type, new_registration_dataset
 
 DEFORMABLE_SPATIAL_REGISTRATION = "1.2.840.10008.5.1.4.1.1.66.3"
 GRID_SPACING_MM = 4.0
@@ -87,13 +87,19 @@ def write_deformable_registration(path, transform: sitk.Transform, reference: si
     grid_item.GridDimensions = list(grid.GetSize())
     grid_item.GridResolution = list(grid.GetSpacing())
     grid_item.VectorGridData = sitk.GetArrayFromImage(inverse).astype("<f4").tobytes()
+    fixed_item = Dataset()  # the registered frame itself, naming the fixed images
+    fixed_item.SourceFrameOfReferenceUID = fixed.frame_of_reference_uid
+    fixed_item.ReferencedImageSequence = image_references(fixed)
+    fixed_item.RegistrationTypeCodeSequence = Sequence()
+    fixed_item.PreDeformationMatrixRegistrationSequence = _matrix_sequence(np.eye(4))
     item = Dataset()
     item.SourceFrameOfReferenceUID = moving.frame_of_reference_uid
+    item.ReferencedImageSequence = image_references(moving)
     item.RegistrationTypeCodeSequence = Sequence()
     item.PreDeformationMatrixRegistrationSequence = _matrix_sequence(np.linalg.inv(linear))
     item.PostDeformationMatrixRegistrationSequence = _matrix_sequence(np.eye(4))
     item.DeformableRegistrationGridSequence = Sequence([grid_item])
-    dataset.DeformableRegistrationSequence = Sequence([item])
+    dataset.DeformableRegistrationSequence = Sequence([fixed_item, item])
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     dataset.save_as(path, enforce_file_format=True)

@@ -55,17 +55,20 @@ def _matrix_item(frame_uid: str, series: DicomSeries, matrix: np.ndarray, commen
     registration.MatrixSequence = Sequence([transformation])
     item = Dataset()
     item.FrameOfReferenceUID = frame_uid
-    item.ReferencedImageSequence = Sequence([_image_reference(series.sop_class_uid, uid)
-                                             for uid in series.sop_instance_uids])
+    item.ReferencedImageSequence = image_references(series)
     item.MatrixRegistrationSequence = Sequence([registration])
     return item
 
 
-def _image_reference(class_uid: str, instance_uid: str) -> Dataset:
-    reference = Dataset()
-    reference.ReferencedSOPClassUID = class_uid
-    reference.ReferencedSOPInstanceUID = instance_uid
-    return reference
+def image_references(series: DicomSeries) -> Sequence:
+    """A Referenced Image Sequence naming every instance of `series`."""
+    references = []
+    for uid in series.sop_instance_uids:
+        reference = Dataset()
+        reference.ReferencedSOPClassUID = series.sop_class_uid
+        reference.ReferencedSOPInstanceUID = uid
+        references.append(reference)
+    return Sequence(references)
 
 
 def new_registration_dataset(sop_class_uid: str, fixed: DicomSeries, moving: DicomSeries, label: str) -> Dataset:
