@@ -5,6 +5,7 @@ import json
 import shutil
 
 import numpy as np
+import pydicom
 import pytest
 import SimpleITK as sitk
 from conftest import p95_distance
@@ -12,6 +13,7 @@ from dicom_samples import sts_thigh, write_series, write_slice
 
 from CTMRRegistrationLib.apps.register_cli import EXIT_INPUT, main
 from CTMRRegistrationLib.core.errors import InputError
+from CTMRRegistrationLib.core.geometry import transform_points
 from CTMRRegistrationLib.core.imaging import guess_modality
 from CTMRRegistrationLib.dicom.inputs import read_dicom_input
 from CTMRRegistrationLib.dicom.series import find_series, load_series
@@ -124,6 +126,17 @@ def test_broken_series_give_one_line_errors(tmp_path, capsys, kind, words):
     assert code == EXIT_INPUT and words in stderr[-1]
 
 
+def test_cli_initial_transform_errors(tmp_path, capsys):
+    write_series(small_image(), tmp_path / "ct", "CT")
+    (tmp_path / "bad.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 64)
+    common = ["--fixed", str(tmp_path / "ct"), "--moving", str(tmp_path / "ct"), "--output-transform",
+              str(tmp_path / "t.h5"), "--initial-transform"]
+    assert main([*common, str(tmp_path / "missing.dcm")]) == EXIT_INPUT
+    assert "initial transform not found" in capsys.readouterr().err
+    assert main([*common, str(tmp_path / "ct" / next(iter(sorted((tmp_path / "ct").iterdir()))).name)]) == EXIT_INPUT
+    assert "is not a DICOM Spatial Registration" in capsys.readouterr().err
+
+
 def test_folder_without_images(tmp_path):
     (tmp_path / "a.txt").write_text("x")
     with pytest.raises(InputError, match="no DICOM image files"):
@@ -161,17 +174,27 @@ def test_cli_dicom_folder_registers_as_the_same_series_in_a_volume_file(tmp_path
     write_series(sample_mr, tmp_path / "dicom", "MR", series_uid="1.2.826.0.1.3680043.8.498.7", description="T2")
     sitk.WriteImage(sample_ct, str(tmp_path / "ct.nrrd"))
     sitk.WriteImage(sample_mr, str(tmp_path / "mr.nrrd"))
-    common = ["--output-transform", str(tmp_path / "t.h5"), "--threads", "1", "--no-qa", "--json", "--init", "center"]
+    common = ["--output-transform", str(tmp_path / "t.h5"), "--threads", "1", "--no-qa", "--json"]
     folder = str(tmp_path / "dicom")
     assert main(["--fixed", folder, "--moving", folder, *common]) == EXIT_INPUT  # two series, no UID
     capsys.readouterr()
     ct_uid = [s.series_uid for s in find_series(folder) if s.modality == "CT"][0]
     results = []
     for inputs in (["--fixed", folder, "--fixed-series", ct_uid, "--moving", folder, "--moving-series",
-                    "1.2.826.0.1.3680043.8.498.7"], ["--fixed", str(tmp_path / "ct.nrrd"), "--moving",
-                                                     str(tmp_path / "mr.nrrd")]):
+                    "1.2.826.0.1.3680043.8.498.7", "--output-dicom-reg", str(tmp_path / "reg.dcm")],
+                   ["--fixed", str(tmp_path / "ct.nrrd"), "--moving", str(tmp_path / "mr.nrrd")]):
         assert main([*inputs, *common]) == 0
         results.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
     assert [r["fixed_modality"] for r in results] == ["CT", "CT"]
     matrices = [np.asarray(r["transform"]) for r in results]
     assert p95_distance(*matrices, ct_object_points) < 0.1
+    registration = pydicom.dcmread(results[0]["outputs"]["dicom_reg"])
+    [moving_item] = [item for item in registration.RegistrationSequence
+                     if not np.allclose(moving_to_fixed(item), np.eye(4))]
+    mapped = transform_points(moving_to_fixed(moving_item), transform_points(matrices[0], ct_object_points))
+    assert np.abs(mapped - ct_object_points).max() < 0.01  # the REG holds the inverse of fixed->moving
+
+
+def moving_to_fixed(item) -> np.ndarray:
+    values = item.MatrixRegistrationSequence[0].MatrixSequence[0].FrameOfReferenceTransformationMatrix
+    return np.asarray([float(v) for v in values]).reshape(4, 4)

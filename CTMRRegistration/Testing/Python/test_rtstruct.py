@@ -63,7 +63,7 @@ def test_holes_slices_and_names(tmp_path):
     assert (array[2] == 1).sum() == 12 * 12 - 4 * 4 and (array == 1).sum() == 12 * 12 - 4 * 4
     # contours every 6 mm (3 slices): each fills the slices within half that of its plane
     assert [int((array[k] == 2).sum()) for k in range(10)] == [0, 0, 0, 4, 4, 4, 4, 4, 4, 0]
-    fine, _ = rasterise_structure_set(tmp_path / "rs.dcm", grid(spacing_z=1.0, slices=20))  # contours every 6 mm, 1 mm grid
+    fine, _ = rasterise_structure_set(tmp_path / "rs.dcm", grid(spacing_z=1.0, slices=20))  # a 1 mm grid
     assert [int((sitk.GetArrayFromImage(fine)[k] == 2).sum()) for k in range(20)] == [0] * 5 + [4] * 13 \
         + [0] * 2  # each slice takes the nearest contour plane within 3 mm
 
