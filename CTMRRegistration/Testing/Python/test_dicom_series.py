@@ -3,6 +3,7 @@ the NIfTI of the same series, modality from (0008,0060) on nodes, and the CLI's 
 
 import json
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pydicom
@@ -153,6 +154,22 @@ def test_node_carries_the_dicom_modality_into_the_image(tmp_path, context):
     assert guess_modality(untagged) == "CT"
     assert guess_modality(tag_modality(untagged, node)) == "MR"
     assert node.GetAttribute("DICOM.instanceUIDs").split() == list(series.sop_instance_uids)
+
+
+def test_modality_of_a_volume_from_slicers_dicom_module(context, monkeypatch):
+    """Slicer's DICOM module sets only DICOM.instanceUIDs: the modality comes from its database."""
+    import slicer
+
+    files, tags = {"1.2.3": "/dicom/1.dcm"}, {("/dicom/1.dcm", "0008,0060"): "MR "}
+    database = SimpleNamespace(isOpen=True, fileForInstance=lambda uid: files.get(uid, ""),
+                               fileValue=lambda path, tag: tags.get((path, tag), ""))
+    monkeypatch.setattr(slicer, "dicomDatabase", database, raising=False)
+    node = context.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "from DICOM")
+    node.SetAttribute("DICOM.instanceUIDs", "1.2.3 1.2.4")
+    assert node_modality(node) == "MR"
+    node.SetAttribute("DICOM.instanceUIDs", "9.9.9")
+    assert node_modality(node) is None
+    assert node_modality(context.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "from a file")) is None
 
 
 @pytest.mark.parametrize("patient, modality", [("STS_002", "CT"), ("STS_003", "MR_T1")])
