@@ -93,6 +93,18 @@ def find_series(folder) -> list[DicomSeries]:
     ]
 
 
+def series_from_files(paths) -> DicomSeries:
+    """The one image series made of `paths`, sorted and checked (InputError when they hold several or none)."""
+    headers = [(Path(path), pydicom.dcmread(path, stop_before_pixels=True)) for path in paths]
+    uids = {str(header.get("SeriesInstanceUID", "")) for _, header in headers if _is_image(header)}
+    if len(uids) != 1 or not all(_is_image(header) for _, header in headers):
+        raise InputError(f"the files do not form one image series ({len(uids)} series)")
+    first = headers[0][1]
+    series = DicomSeries(uids.pop(), str(first.get("Modality", "")), str(first.get("SeriesDescription", "")),
+                         tuple(p for p, _ in headers), first, tuple(str(h.SOPInstanceUID) for _, h in headers))
+    return sorted_checked(series)
+
+
 def choose_series(series: list[DicomSeries], series_uid: str | None, role: str = "input") -> DicomSeries:
     """The series with `series_uid`, or the only one; otherwise an error listing every series."""
     if series_uid is not None:

@@ -9,8 +9,9 @@ import slicer
 from ..core.errors import InputError
 from ..core.imaging import DICOM_MODALITY_TAG
 from ..dicom.inputs import is_dicom_input, read_dicom_input
+from ..dicom.registration_objects import write_registration_object
 from ..dicom.rtstruct import rasterise_structure_set
-from ..dicom.series import DicomSeries
+from ..dicom.series import DicomSeries, series_from_files
 from . import node_io as mrml_io
 from .nodes import add_volume_from_sitk, sitk_from_volume
 from .scene import MRMLContext
@@ -83,3 +84,24 @@ def load_rtstruct(context: MRMLContext, path, reference_node):
     for index, value in enumerate(present):
         segments.GetNthSegment(index).SetName(names[value])
     return segmentation
+
+
+def series_of_node(volume_node) -> DicomSeries:
+    """The DICOM series a volume was loaded from by Slicer's DICOM module: its instance UIDs' files, found in the
+    DICOM database."""
+    uids = (volume_node.GetAttribute(INSTANCE_UIDS) or "").split()
+    database = getattr(slicer, "dicomDatabase", None)
+    if not uids or database is None or not database.isOpen:
+        raise InputError(f"'{volume_node.GetName()}' was not loaded through the DICOM database: a DICOM registration "
+                         "object needs both volumes from DICOM")
+    files = [database.fileForInstance(uid) for uid in uids]
+    if not all(files):
+        raise InputError(f"the DICOM database lacks files of '{volume_node.GetName()}'")
+    return series_from_files(files)
+
+
+def export_dicom_registration(path, result, fixed_node, moving_node):
+    """Write a registration result (linear: REG, deformable: Deformable REG) between two volumes loaded by Slicer's
+    DICOM module; its grid, for a deformable result, over the fixed volume."""
+    return write_registration_object(path, result.transform, series_of_node(fixed_node), series_of_node(moving_node),
+                                     sitk_from_volume(fixed_node))

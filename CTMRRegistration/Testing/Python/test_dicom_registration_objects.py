@@ -4,6 +4,7 @@ transform), reading gives the transform back; the Deformable REG round trip."""
 
 import shutil
 import subprocess
+from types import SimpleNamespace
 
 import numpy as np
 import pydicom
@@ -165,3 +166,27 @@ def test_deformable_reg_round_trip(tmp_path, series_pair):
               for p in inside]
     moved = [np.linalg.norm(np.subtract(transform.TransformPoint(p.tolist()), p)) for p in inside]
     assert max(errors) < 0.5 and min(moved) > 2.0  # the transform moves every point, the round trip keeps it
+
+
+def test_export_between_volumes_of_slicers_dicom_module(tmp_path, series_pair, context, monkeypatch):
+    """In Slicer the volumes carry only DICOM.instanceUIDs; their files come from the DICOM database."""
+    import slicer
+
+    from CTMRRegistrationLib.mrml.dicom_nodes import export_dicom_registration
+    from CTMRRegistrationLib.mrml.nodes import add_volume_from_sitk
+
+    fixed, moving, ct_files, mr_files = series_pair
+    files = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID): str(p) for p in ct_files + mr_files}
+    database = SimpleNamespace(isOpen=True, fileForInstance=lambda uid: files.get(uid, ""))
+    monkeypatch.setattr(slicer, "dicomDatabase", database, raising=False)
+    nodes = []
+    for series in (fixed, moving):
+        node = add_volume_from_sitk(context, load_series(series.files[0].parent)[0], series.modality)
+        node.SetAttribute("DICOM.instanceUIDs", " ".join(reversed(series.sop_instance_uids)))
+        nodes.append(node)
+    result = SimpleNamespace(transform=sitk_from_matrix(POSE))
+    path = export_dicom_registration(tmp_path / "reg.dcm", result, *nodes)
+    np.testing.assert_allclose(read_spatial_registration(path, moving), POSE, atol=1e-9)
+    plain = add_volume_from_sitk(context, load_series(fixed.files[0].parent)[0], "from a file")
+    with pytest.raises(InputError, match="not loaded through the DICOM database"):
+        export_dicom_registration(tmp_path / "reg2.dcm", result, plain, nodes[1])
