@@ -5,7 +5,11 @@
                   [--preset FILE ...] [--fixed-landmarks P --moving-landmarks Q]
                   [--fixed-targets P --moving-targets Q] [--fixed-seg S --moving-seg R]
                   [--report DIR] [--no-qa] [--json] [--threads N]
+                  [--fixed-series UID --moving-series UID] [--output-dicom-reg REG.dcm] [--initial-transform F]
+                  [--fixed-mask M] [--moving-mask N] [--mask-mode intersect|replace]
     ctmr-register --demo [--output-dir DIR]
+
+FIXED and MOVING may be folders of DICOM files (or one file of a series).
 
 OUT maps FIXED physical points (LPS) to MOVING physical points: the resampling transform of elastix and
 SimpleITK (with a deformable stage, a composite: linear part, then B-spline). Loaded in Slicer and applied
@@ -30,18 +34,21 @@ from ..core import resources
 from ..core.errors import CTMRError, InputError
 from ..core.geometry import matrix_from_sitk, transform_points
 from ..core.imaging import mask_points
+from ..dicom.inputs import read_initial_matrix
+from ..dicom.registration_objects import write_registration_object
 from ..elastix.export import write_elastix_transform
 from ..mrml import node_io as mrml_io
+from ..mrml.dicom_nodes import load_input_volume
 from ..mrml.logic import RegistrationLogic
 from ..mrml.node_io import TRANSFORM_OUTPUT_SUFFIXES
 from ..mrml.nodes import add_volume_from_sitk, sitk_from_volume
-from ..mrml.qa_inputs import load_qa_files
+from ..mrml.qa_inputs import load_qa_files, load_segmentation_file
 from ..mrml.scene import create_headless_context
 from ..mrml.scene_registration import SceneRegistrationResult
 from ..qa.overlay import write_overlay_png
 from ..qa.report import REPORT_NAME
 from ..registration.pipeline import BIAS_CORRECTIONS, INITIALIZATIONS, preset_stage
-from . import arguments
+from . import arguments, clinical_arguments
 
 EXIT_FAILED, EXIT_INPUT, EXIT_MIRRORED = 1, 2, 3
 
@@ -86,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "else by position)")
     arguments.add_ground_truth(parser)
     arguments.add_outputs(parser)
+    clinical_arguments.add_clinical(parser)
     parser.add_argument("--no-qa", action="store_true", help="skip the quality assessment (no verdict)")
     parser.add_argument("--demo", action="store_true", help="register the bundled porcine CT/MR pair")
     parser.add_argument("--output-dir", type=Path, default=Path("ctmr-demo-output"), help="demo output folder")
@@ -118,6 +126,7 @@ def _check_arguments(args, parser) -> None:
             raise InputError(f"--{option.replace('_', '-')} must end in {', '.join(TRANSFORM_OUTPUT_SUFFIXES)}")
     if args.report and args.no_qa:
         raise InputError("--report needs the quality assessment: drop --no-qa")
+    clinical_arguments.check_clinical(args)
 
 
 def _presets(paths: list[Path]) -> dict[str, Path]:
@@ -135,13 +144,18 @@ def register_files(args) -> tuple[SceneRegistrationResult, dict]:
     """Load, register, write every requested output; returns the result and the files written."""
     backend = arguments.elastix_backend(args)
     context = create_headless_context()
-    fixed_node = mrml_io.load_volume(context, args.fixed)
-    moving_node = mrml_io.load_volume(context, args.moving)
+    fixed_node, fixed_series = load_input_volume(context, args.fixed, args.fixed_series, "fixed")
+    moving_node, moving_series = load_input_volume(context, args.moving, args.moving_series, "moving")
     logic = RegistrationLogic(context)
     landmarks = {f"{role}_landmarks": mrml_io.load_markups(context, getattr(args, f"{role}_landmarks"))
                  for role in ("fixed", "moving") if getattr(args, f"{role}_landmarks") is not None}
-    ground_truth = load_qa_files(context, args.fixed_targets, args.moving_targets, args.fixed_seg, args.moving_seg)
+    ground_truth = load_qa_files(context, args.fixed_targets, args.moving_targets, args.fixed_seg, args.moving_seg,
+                                 volumes=(fixed_node, moving_node))
     crop_roi = mrml_io.load_markups(context, args.crop_roi) if args.crop_roi else None
+    extra = {f"{role}_mask": load_segmentation_file(context, path, node) for role, path, node in
+             (("fixed", args.fixed_mask, fixed_node), ("moving", args.moving_mask, moving_node)) if path is not None}
+    if args.initial_transform:
+        extra["initial_matrix"] = read_initial_matrix(args.initial_transform, moving_series)
     resampled_node = None
     if args.output_volume:
         resampled_node = context.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", f"{moving_node.GetName()} on fixed")
@@ -154,7 +168,7 @@ def register_files(args) -> tuple[SceneRegistrationResult, dict]:
         bias_correction=BIAS_CORRECTIONS[args.bias_correction],
         fixed_modality=args.fixed_modality, moving_modality=args.moving_modality,
         qa=not args.no_qa, report_directory=args.report, crop_roi=crop_roi, add_crop_roi=bool(args.output_crop_roi),
-        **landmarks, **ground_truth,
+        mask_mode=args.mask_mode, **landmarks, **ground_truth, **extra,
     )
     outputs = {}
     for role, node in result.mask_nodes.items():
@@ -166,6 +180,10 @@ def register_files(args) -> tuple[SceneRegistrationResult, dict]:
         reference = add_volume_from_sitk(context, result.moving_mask, "inverse grid") if result.deformable else None
         inverse = logic.inverse_transform_node(result.transform_node, reference)
         outputs["inverse_transform"] = str(mrml_io.save_node(context, inverse, args.output_inverse_transform))
+    if args.output_dicom_reg:
+        written = write_registration_object(args.output_dicom_reg, result.transform, fixed_series, moving_series,
+                                            sitk_from_volume(fixed_node))
+        outputs["dicom_reg"] = str(written)
     if args.output_elastix_transform:
         written = write_elastix_transform(result.transform, sitk_from_volume(fixed_node), args.output_elastix_transform)
         outputs["elastix_transform"] = str(written[-1])
