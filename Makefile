@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq python3-venv)
 	@command -v elastix >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq elastix) \
 		|| echo "note: no elastix package installed; registration falls back to the itk-elastix wheel"
+	@command -v dciodvfy >/dev/null 2>&1 && command -v plastimatch >/dev/null 2>&1 \
+		|| (apt-get update -qq && apt-get install -y -qq --no-install-recommends dicom3tools plastimatch) \
+		|| echo "note: dicom3tools/plastimatch not installed; the DICOM REG validation tests will skip"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[test]"

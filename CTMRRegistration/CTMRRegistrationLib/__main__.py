@@ -1,5 +1,12 @@
-"""`python -m CTMRRegistrationLib` is `ctmr-register`."""
+"""`python -m CTMRRegistrationLib` is `ctmr-register`; `python -m CTMRRegistrationLib batch ...` is `ctmr-batch`."""
 
-from .apps.register_cli import main
+import sys
 
-raise SystemExit(main())
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["batch"]:
+        from .apps.batch_cli import main
+
+        raise SystemExit(main(sys.argv[2:]))
+    from .apps.register_cli import main
+
+    raise SystemExit(main())

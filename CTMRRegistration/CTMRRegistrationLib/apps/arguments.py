@@ -11,8 +11,9 @@ from ..elastix.backends import BACKENDS, ElastixBackend, choose_backend
 
 
 def add_pair(parser: argparse.ArgumentParser, required: bool) -> None:
-    parser.add_argument("--fixed", type=Path, required=required, help="fixed volume (.nrrd, .nii, .nii.gz, .mha)")
-    parser.add_argument("--moving", type=Path, required=required, help="moving volume")
+    parser.add_argument("--fixed", type=Path, required=required, help="fixed volume (.nrrd, .nii, .nii.gz, .mha) "
+                        "or a folder of DICOM files")
+    parser.add_argument("--moving", type=Path, required=required, help="moving volume or DICOM folder")
 
 
 def add_modalities(parser: argparse.ArgumentParser) -> None:
@@ -24,8 +25,8 @@ def add_ground_truth(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fixed-targets", type=Path, help="independent target points in FIXED (.mrk.json, .fcsv), "
                         "for the target registration error")
     parser.add_argument("--moving-targets", type=Path, help="the same targets in MOVING")
-    parser.add_argument("--fixed-seg", type=Path, help="segmentation of FIXED (.seg.nrrd or labelmap), for Dice "
-                        "and surface distances")
+    parser.add_argument("--fixed-seg", type=Path, help="segmentation of FIXED (.seg.nrrd, labelmap, or RTSTRUCT "
+                        "paired by ROI name), for Dice and surface distances")
     parser.add_argument("--moving-seg", type=Path, help="segmentation of MOVING")
 
 

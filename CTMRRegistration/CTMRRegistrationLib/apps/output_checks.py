@@ -13,11 +13,12 @@ VOLUME_SUFFIXES = (".nrrd", ".nii", ".nii.gz", ".mha")
 FILE_OUTPUTS = {
     "output_transform": TRANSFORM_SUFFIXES, "output_inverse_transform": TRANSFORM_SUFFIXES,
     "output_volume": VOLUME_SUFFIXES, "output_elastix_transform": (".txt",), "overlay": (".png",),
-    "output_crop_roi": (".mrk.json",),
+    "output_crop_roi": (".mrk.json",), "output_dicom_reg": (".dcm",),
 }
 FOLDER_OUTPUTS = ("report", "output_masks")
 INPUTS = ("fixed", "moving", "transform", "backward_transform", "fixed_landmarks", "moving_landmarks",
-          "fixed_targets", "moving_targets", "fixed_seg", "moving_seg", "elastix", "crop_roi")
+          "fixed_targets", "moving_targets", "fixed_seg", "moving_seg", "elastix", "crop_roi",
+          "fixed_mask", "moving_mask", "initial_transform")
 
 
 def _option(name: str) -> str:

@@ -27,7 +27,7 @@ import SimpleITK as sitk
 
 from ..core.errors import CTMRError, InputError, OutputError
 from ..core.output_files import write_folder_atomically
-from ..mrml import node_io as mrml_io
+from ..mrml.dicom_nodes import load_input_volume, tag_modality
 from ..mrml.nodes import sitk_from_volume
 from ..mrml.qa_inputs import load_qa_files, segmentation_pair, target_points
 from ..mrml.scene import create_headless_context
@@ -76,11 +76,13 @@ def assess_files(args) -> tuple[QAResult, dict, list[str]]:
     check_outputs(args)
     backend = arguments.elastix_backend(args)
     context = create_headless_context()
-    fixed = sitk_from_volume(mrml_io.load_volume(context, args.fixed))
-    moving = sitk_from_volume(mrml_io.load_volume(context, args.moving))
+    fixed_node, _ = load_input_volume(context, args.fixed, role="fixed")
+    moving_node, _ = load_input_volume(context, args.moving, role="moving")
+    fixed, moving = (tag_modality(sitk_from_volume(node), node) for node in (fixed_node, moving_node))
     transform = read_transform(args.transform)
     backward = read_transform(args.backward_transform) if args.backward_transform else None
-    nodes = load_qa_files(context, args.fixed_targets, args.moving_targets, args.fixed_seg, args.moving_seg)
+    nodes = load_qa_files(context, args.fixed_targets, args.moving_targets, args.fixed_seg, args.moving_seg,
+                          volumes=(fixed_node, moving_node))
     ground_truth = target_points(nodes.get("fixed_targets"), nodes.get("moving_targets"))
     ground_truth |= segmentation_pair(context, nodes.get("fixed_segmentation"), nodes.get("moving_segmentation"))
     options = QAOptions(restarts=args.restarts, backward_refinement=args.backward_refinement,

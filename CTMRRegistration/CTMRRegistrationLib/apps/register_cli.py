@@ -5,7 +5,11 @@
                   [--preset FILE ...] [--fixed-landmarks P --moving-landmarks Q]
                   [--fixed-targets P --moving-targets Q] [--fixed-seg S --moving-seg R]
                   [--report DIR] [--no-qa] [--json] [--threads N]
+                  [--fixed-series UID --moving-series UID] [--output-dicom-reg REG.dcm] [--initial-transform F]
+                  [--fixed-mask M] [--moving-mask N] [--mask-mode intersect|replace]
     ctmr-register --demo [--output-dir DIR]
+
+FIXED and MOVING may be folders of DICOM files (or one file of a series).
 
 OUT maps FIXED physical points (LPS) to MOVING physical points: the resampling transform of elastix and
 SimpleITK (with a deformable stage, a composite: linear part, then B-spline). Loaded in Slicer and applied
@@ -34,17 +38,20 @@ from ..core.errors import CTMRError, InputError, OutputError
 from ..core.geometry import matrix_from_sitk, transform_points
 from ..core.imaging import mask_points
 from ..core.output_files import write_atomically, write_folder_atomically, write_text_atomically
+from ..dicom.inputs import read_initial_matrix
+from ..dicom.registration_objects import write_registration_object
 from ..elastix.export import write_elastix_transform
 from ..mrml import node_io as mrml_io
+from ..mrml.dicom_nodes import load_input_volume
 from ..mrml.logic import RegistrationLogic
 from ..mrml.nodes import add_volume_from_sitk, sitk_from_volume
-from ..mrml.qa_inputs import load_qa_files
+from ..mrml.qa_inputs import load_qa_files, load_segmentation_file
 from ..mrml.scene import create_headless_context
 from ..mrml.scene_registration import SceneRegistrationResult
 from ..qa.overlay import write_overlay_png
 from ..qa.report import REPORT_NAME
 from ..registration.pipeline import BIAS_CORRECTIONS, INITIALIZATIONS, preset_stage
-from . import arguments
+from . import arguments, clinical_arguments
 from .output_checks import check_outputs
 from .signals import Interrupted, signals_interrupt
 
@@ -91,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "else by position)")
     arguments.add_ground_truth(parser)
     arguments.add_outputs(parser)
+    clinical_arguments.add_clinical(parser)
     parser.add_argument("--no-qa", action="store_true", help="skip the quality assessment (no verdict)")
     parser.add_argument("--demo", action="store_true", help="register the bundled porcine CT/MR pair")
     parser.add_argument("--output-dir", type=Path, default=Path("ctmr-demo-output"), help="demo output folder")
@@ -117,6 +125,7 @@ def _check_arguments(args, parser) -> None:
         parser.error("missing " + ", ".join("--" + m.replace("_", "-") for m in missing) + " (or use --demo)")
     if args.report and args.no_qa:
         raise InputError("--report needs the quality assessment: drop --no-qa")
+    clinical_arguments.check_clinical(args)
 
 
 def _presets(paths: list[Path]) -> dict[str, Path]:
@@ -135,13 +144,18 @@ def register_files(args) -> tuple[SceneRegistrationResult, dict, list[str]]:
     warnings for the outputs that could not be written (the transform's failure is an OutputError)."""
     backend = arguments.elastix_backend(args)
     context = create_headless_context()
-    fixed_node = mrml_io.load_volume(context, args.fixed)
-    moving_node = mrml_io.load_volume(context, args.moving)
+    fixed_node, fixed_series = load_input_volume(context, args.fixed, args.fixed_series, "fixed")
+    moving_node, moving_series = load_input_volume(context, args.moving, args.moving_series, "moving")
     logic = RegistrationLogic(context)
     landmarks = {f"{role}_landmarks": mrml_io.load_markups(context, getattr(args, f"{role}_landmarks"))
                  for role in ("fixed", "moving") if getattr(args, f"{role}_landmarks") is not None}
-    ground_truth = load_qa_files(context, args.fixed_targets, args.moving_targets, args.fixed_seg, args.moving_seg)
+    ground_truth = load_qa_files(context, args.fixed_targets, args.moving_targets, args.fixed_seg, args.moving_seg,
+                                 volumes=(fixed_node, moving_node))
     crop_roi = mrml_io.load_markups(context, args.crop_roi) if args.crop_roi else None
+    extra = {f"{role}_mask": load_segmentation_file(context, path, node) for role, path, node in
+             (("fixed", args.fixed_mask, fixed_node), ("moving", args.moving_mask, moving_node)) if path is not None}
+    if args.initial_transform:
+        extra["initial_matrix"] = read_initial_matrix(args.initial_transform, moving_series)
     resampled_node = None
     if args.output_volume:
         resampled_node = context.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", f"{moving_node.GetName()} on fixed")
@@ -149,13 +163,13 @@ def register_files(args) -> tuple[SceneRegistrationResult, dict, list[str]]:
         initialization=args.init, use_masks=not args.no_masks, accept_mirror=args.accept_mirror,
         stages=tuple(s.strip() for s in args.stages.split(",") if s.strip()), presets=_presets(args.preset),
         backend=backend, threads=args.threads, bias_correction=BIAS_CORRECTIONS[args.bias_correction],
-        fixed_modality=args.fixed_modality, moving_modality=args.moving_modality,
+        fixed_modality=args.fixed_modality, moving_modality=args.moving_modality, mask_mode=args.mask_mode,
     )
     result = logic.register(
         fixed_node, moving_node, progress=_ProgressPrinter(), apply_to_moving=False,
         add_mask_nodes=bool(args.output_masks), output_volume_node=resampled_node, grid_transform=args.grid_transform,
         qa=not args.no_qa, crop_roi=crop_roi, add_crop_roi=bool(args.output_crop_roi),
-        **options, **landmarks, **ground_truth,
+        **options, **landmarks, **ground_truth, **extra,
     )
     outputs: dict[str, str] = {}
     warnings: list[str] = []
@@ -177,6 +191,9 @@ def register_files(args) -> tuple[SceneRegistrationResult, dict, list[str]]:
         reference = add_volume_from_sitk(context, result.moving_mask, "inverse grid") if result.deformable else None
         inverse = logic.inverse_transform_node(result.transform_node, reference)
         attempt("inverse_transform", lambda: mrml_io.save_node(context, inverse, args.output_inverse_transform))
+    if args.output_dicom_reg:
+        attempt("dicom_reg", lambda: write_atomically(args.output_dicom_reg, lambda path: write_registration_object(
+            path, result.transform, fixed_series, moving_series, sitk_from_volume(fixed_node))))
     if args.output_elastix_transform:
         attempt("elastix_transform", lambda: write_elastix_transform(
             result.transform, sitk_from_volume(fixed_node), args.output_elastix_transform)[-1])

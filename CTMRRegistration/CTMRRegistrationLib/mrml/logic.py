@@ -23,7 +23,9 @@ from ..registration.pipeline import (
     scaled_progress,
 )
 from .crop_roi import roi_corners, roi_from_corners, set_roi_corners
+from .dicom_nodes import tag_modality
 from .landmark_registration import LandmarkRegistrationResult, register_points
+from .mask_nodes import with_mask_images
 from .nodes import (
     add_volume_from_sitk,
     labels_from_markups,
@@ -71,10 +73,12 @@ def _report_parameters(options: RegistrationOptions) -> dict:
               if not _same(getattr(options, f.name), getattr(defaults, f.name))}
     if not isinstance(options.backend, str):
         listed["backend"] = options.backend.name
-    return listed
+    return {name: "given" if isinstance(value, sitk.Image) else value for name, value in listed.items()}
 
 
 def _same(a, b) -> bool:
+    if isinstance(a, sitk.Image) or isinstance(b, sitk.Image):
+        return a is b
     return bool(np.array_equal(a, b)) if isinstance(a, np.ndarray) or isinstance(b, np.ndarray) else a == b
 
 
@@ -130,7 +134,9 @@ class RegistrationLogic:
         and after. `report_directory` receives an HTML report. Positions are read in world coordinates, except
         for `output_transform_node` itself, so registering again into the same node does not compound.
         `progress(fraction, message)` hears of every step and `cancelled()` is polled throughout, the quality
-        assessment included. Nothing in the scene changes when registration fails or is cancelled.
+        assessment included. Nothing in the scene changes when registration fails or is cancelled. User masks
+        (fixed_mask, moving_mask) may be labelmap or segmentation nodes; a node's DICOM modality (see
+        mrml.dicom_nodes) is used unless fixed_modality/moving_modality say otherwise.
         """
         options, scene = split_options(options, scene, keywords)
         output_node = scene.output_transform_node
@@ -139,8 +145,9 @@ class RegistrationLogic:
             raise InputError(f"'{output_node.GetName()}' is a linear transform node: it cannot hold "
                              "a deformable result (choose a plain transform node or none)")
         options = replace(options, backend=choose_backend(options.backend, options.elastix_executable))
-        fixed = sitk_from_volume(fixed_node, leave_out=output_node)
-        moving = sitk_from_volume(moving_node, leave_out=output_node)
+        fixed = tag_modality(sitk_from_volume(fixed_node, leave_out=output_node), fixed_node)
+        moving = tag_modality(sitk_from_volume(moving_node, leave_out=output_node), moving_node)
+        options = with_mask_images(self.context, options)
         if scene.crop_roi is not None:
             options = replace(options, crop=True, crop_region=roi_corners(scene.crop_roi))
         landmarks = self._landmark_start(scene.fixed_landmarks, scene.moving_landmarks, output_node)

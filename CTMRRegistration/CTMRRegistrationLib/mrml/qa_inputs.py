@@ -9,9 +9,11 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..core.errors import InputError
+from ..dicom.rtstruct import is_rtstruct
 from ..landmarks.correspondence import order_by_labels
 from ..qa.segmentation_metrics import label_values, relabel_by_name
 from . import node_io as mrml_io
+from .dicom_nodes import load_rtstruct
 from .nodes import labels_from_markups, points_from_markups, sitk_from_volume
 from .scene import MRMLContext
 
@@ -46,25 +48,30 @@ def segmentation_pair(context: MRMLContext, fixed_node, moving_node) -> dict:
             "moving_segmentation": relabel_by_name(moving, moving_names, fixed_names)}
 
 
-def load_segmentation_file(context: MRMLContext, path: Path):
-    """A segmentation node from a .seg.nrrd file, else a labelmap volume node."""
+def load_segmentation_file(context: MRMLContext, path: Path, volume_node=None):
+    """A segmentation node from a .seg.nrrd file or an RTSTRUCT (rasterised on `volume_node`), else a labelmap
+    volume node."""
+    if Path(path).is_file() and is_rtstruct(path):
+        return load_rtstruct(context, path, volume_node)
     if Path(path).name.lower().endswith(".seg.nrrd"):
         return mrml_io.load_segmentation(context, path)
     return mrml_io.load_volume(context, path, labelmap=True)
 
 
 def load_qa_files(context: MRMLContext, fixed_targets=None, moving_targets=None, fixed_segmentation=None,
-                  moving_segmentation=None) -> dict:
-    """Load the optional target markups and segmentation files into nodes, keyed as `register` takes them."""
+                  moving_segmentation=None, volumes: tuple = (None, None)) -> dict:
+    """Load the optional target markups and segmentation files into nodes, keyed as `register` takes them;
+    RTSTRUCT files are rasterised on the (fixed, moving) `volumes` nodes."""
     check_pair(fixed_targets, moving_targets, "target files")
     check_pair(fixed_segmentation, moving_segmentation, "segmentation files")
     nodes = {}
     for name, path in (("fixed_targets", fixed_targets), ("moving_targets", moving_targets)):
         if path is not None:
             nodes[name] = mrml_io.load_markups(context, path)
-    for name, path in (("fixed_segmentation", fixed_segmentation), ("moving_segmentation", moving_segmentation)):
+    for name, path, volume in (("fixed_segmentation", fixed_segmentation, volumes[0]),
+                               ("moving_segmentation", moving_segmentation, volumes[1])):
         if path is not None:
-            nodes[name] = load_segmentation_file(context, path)
+            nodes[name] = load_segmentation_file(context, path, volume)
     return nodes
 
 

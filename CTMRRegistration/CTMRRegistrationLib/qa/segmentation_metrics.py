@@ -71,7 +71,10 @@ def segmentation_metrics(
 
 
 def relabel_by_name(moving: sitk.Image, moving_names: dict[int, str], fixed_names: dict[int, str]) -> sitk.Image:
-    """The moving labelmap with its values changed so that segments of the same name share a value."""
+    """The moving labelmap with its values changed so that segments of the same name share a value. Two
+    single-segment labelmaps with different names (e.g. RTSTRUCTs 'GTV_CT' and 'GTV_MR') are paired."""
+    if len(fixed_names) == len(moving_names) == 1 and set(fixed_names.values()) != set(moving_names.values()):
+        moving_names = {value: next(iter(fixed_names.values())) for value in moving_names}
     value_of = {name: value for value, name in fixed_names.items()}
     mapping = {value: value_of[name] if name in value_of else 0 for value, name in moving_names.items()}
     return sitk.ChangeLabel(moving, changeMap={float(k): float(v) for k, v in mapping.items() if k != v})

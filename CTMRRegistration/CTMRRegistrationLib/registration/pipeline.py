@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ from ..elastix.transforms import compose, is_linear, linear_transform_map, sitk_
 from . import initialization, input_checks
 from .bias_field import correct_bias_field
 from .common_region import crop_boxes, crop_to_points
+from .user_masks import check_user_masks, combine_masks
 
 ProgressCallback = Callable[[float, str], None]
 CancelledCallback = Callable[[], bool]
@@ -58,6 +59,9 @@ class RegistrationOptions:
     fixed_modality: str | None = None
     moving_modality: str | None = None
     bias_correction: bool | None = None  # None: on for MR images
+    fixed_mask: sitk.Image | None = None  # user masks (non-zero inside), combined with the automatic ones by mask_mode
+    moving_mask: sitk.Image | None = None
+    mask_mode: str = "intersect"  # intersect: automatic AND user mask; replace: the user mask alone
 
 
 @dataclass
@@ -213,6 +217,7 @@ def register_images(
         start = np.asarray(options.initial_matrix, dtype=float)
         if start.shape != (4, 4) or not np.all(np.isfinite(start)) or abs(np.linalg.det(start[:3, :3])) < 1e-6:
             raise InputError("the initial matrix must be an invertible 4x4 fixed->moving LPS matrix")
+    check_user_masks(options.fixed_mask, options.moving_mask, options.mask_mode, options.use_masks)
     backend = choose_backend(options.backend, options.elastix_executable)
     parameters = _stage_parameters(options, wheel=backend.name == "itk-elastix")
     started = time.perf_counter()
@@ -227,7 +232,9 @@ def register_images(
     start = options.initial_matrix
     if start is not None and swap:
         start = np.linalg.inv(start)
-    inputs = _align_linear(*pair, modalities, options, stages, result, start, region_in_moving=swap)
+    user_masks = {"fixed_mask": options.moving_mask, "moving_mask": options.fixed_mask} if swap else {}
+    inputs = _align_linear(*pair, modalities, replace(options, **user_masks), stages, result, start,
+                           region_in_moving=swap)
     if result.status == "mirrored":
         input_checks.check_mirror_evidence({"fixed": fixed, "moving": moving},
                                            {"fixed": options.fixed_modality, "moving": options.moving_modality})
@@ -338,6 +345,8 @@ def _align_linear(fixed, moving, modalities, options, stages: _StageRunner, resu
     it was found more decisive on the uncorrected MR; N4 serves the intensity-based elastix stages."""
     stages.start("masks", 0.02, "masking CT table, air and MR background")
     fixed_mask, moving_mask = foreground_mask(fixed, modalities[0]), foreground_mask(moving, modalities[1])
+    fixed_mask = combine_masks(fixed_mask, options.fixed_mask, options.mask_mode, "fixed")
+    moving_mask = combine_masks(moving_mask, options.moving_mask, options.mask_mode, "moving")
     result.fixed_mask, result.moving_mask = fixed_mask, moving_mask
     stages.stop()
     stages.start("initialization", 0.1, "searching all orientations")

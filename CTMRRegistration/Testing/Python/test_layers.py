@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 LIBRARY = Path(__file__).resolve().parents[2] / "CTMRRegistrationLib"
-LAYERS = {"core": 0, "elastix": 1, "registration": 2, "landmarks": 2, "qa": 3, "mrml": 4, "apps": 5}
-PURE = ("core", "elastix", "registration", "landmarks", "qa")  # no vtk, no slicer, no MRML
+LAYERS = {"core": 0, "elastix": 1, "registration": 2, "landmarks": 2, "dicom": 2, "qa": 3, "mrml": 4, "apps": 5}
+PURE = ("core", "elastix", "registration", "landmarks", "dicom", "qa")  # no vtk, no slicer, no MRML
 
 
 def library_modules() -> dict[str, Path]:

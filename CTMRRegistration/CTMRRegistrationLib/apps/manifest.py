@@ -1,0 +1,113 @@
+"""The cohort manifest of `ctmr-batch`: a CSV with one registration per row, checked before any work starts.
+
+    case,fixed,moving[,fixed_landmarks,moving_landmarks,fixed_targets,moving_targets,fixed_seg,moving_seg,
+                      fixed_mask,moving_mask,stages]
+
+Paths are relative to the CSV's folder (absolute ones are kept); an empty optional cell means "not given".
+Every error names the line of the file it was found on.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..core.errors import InputError
+
+REQUIRED_COLUMNS = ("case", "fixed", "moving")
+PATH_COLUMNS = ("fixed", "moving", "fixed_landmarks", "moving_landmarks", "fixed_targets", "moving_targets",
+                "fixed_seg", "moving_seg", "fixed_mask", "moving_mask")
+VALUE_COLUMNS = ("stages",)
+CASE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def option_name(column: str) -> str:
+    """The `ctmr-register` option a manifest column maps to: fixed_landmarks -> --fixed-landmarks."""
+    return "--" + column.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One row of the manifest: its id, the line it came from, its input paths and its option values."""
+
+    case: str
+    line: int
+    paths: dict[str, Path] = field(default_factory=dict)
+    values: dict[str, str] = field(default_factory=dict)
+
+    def register_arguments(self) -> list[str]:
+        """The `ctmr-register` options this row asks for, in column order."""
+        return ["--fixed", str(self.paths["fixed"]), "--moving", str(self.paths["moving"]), *self.optional_arguments()]
+
+    def optional_arguments(self) -> list[str]:
+        """The options of the optional columns filled in on this row."""
+        arguments = []
+        for column in PATH_COLUMNS[2:]:
+            if column in self.paths:
+                arguments += [option_name(column), str(self.paths[column])]
+        for column in VALUE_COLUMNS:
+            if column in self.values:
+                arguments += [option_name(column), self.values[column]]
+        return arguments
+
+
+def read_manifest(path: Path) -> list[Case]:
+    """The cases of manifest `path`; InputError naming the line for any malformed content."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"manifest {path} not found")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"cannot read manifest {path}: {error}") from error
+    rows = [(number, row) for number, row in enumerate(csv.reader(text.splitlines()), start=1)
+            if any(cell.strip() for cell in row)]
+    if not rows:
+        raise InputError(f"{path.name}: the manifest is empty (expected a header line case,fixed,moving)")
+    header_line, header = rows[0]
+    columns = _check_header(path.name, header_line, [cell.strip() for cell in header])
+    cases, first_line = [], {}
+    for number, row in rows[1:]:
+        case = _read_row(path, number, columns, row)
+        if case.case in first_line:
+            raise InputError(f"{path.name} line {number}: duplicate case id {case.case!r} "
+                             f"(first on line {first_line[case.case]})")
+        first_line[case.case] = number
+        cases.append(case)
+    if not cases:
+        raise InputError(f"{path.name}: the manifest has a header but no cases")
+    return cases
+
+
+def _check_header(name: str, line: int, columns: list[str]) -> list[str]:
+    known = set(REQUIRED_COLUMNS + PATH_COLUMNS + VALUE_COLUMNS)
+    missing = [column for column in REQUIRED_COLUMNS if column not in columns]
+    if missing:
+        raise InputError(f"{name} line {line}: missing column(s) {', '.join(missing)} in the header")
+    unknown = [column for column in columns if column not in known]
+    if unknown:
+        raise InputError(f"{name} line {line}: unknown column(s) {', '.join(unknown)} "
+                         f"(known: {', '.join(sorted(known))})")
+    repeated = sorted({column for column in columns if columns.count(column) > 1})
+    if repeated:
+        raise InputError(f"{name} line {line}: column(s) {', '.join(repeated)} appear twice in the header")
+    return columns
+
+
+def _read_row(path: Path, number: int, columns: list[str], row: list[str]) -> Case:
+    where = f"{path.name} line {number}"
+    if len(row) != len(columns):
+        raise InputError(f"{where}: {len(row)} fields, the header has {len(columns)}")
+    cells = {column: cell.strip() for column, cell in zip(columns, row)}
+    case = cells["case"]
+    if not CASE_ID.fullmatch(case):
+        raise InputError(f"{where}: case id {case!r} must start with a letter or digit and hold only "
+                         "letters, digits, '.', '_' and '-' (it names the case's output folder)")
+    for column in REQUIRED_COLUMNS[1:]:
+        if not cells[column]:
+            raise InputError(f"{where}: case {case!r} has no {column} image")
+    paths = {column: (path.parent / cells[column]).resolve() for column in PATH_COLUMNS if cells.get(column)}
+    values = {column: cells[column] for column in VALUE_COLUMNS if cells.get(column)}
+    return Case(case=case, line=number, paths=paths, values=values)

@@ -1,0 +1,1 @@
+"""DICOM in and out, pure (pydicom, SimpleITK/GDCM; no MRML): image series, Spatial Registration objects, RTSTRUCT."""
