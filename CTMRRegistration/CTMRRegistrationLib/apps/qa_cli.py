@@ -11,7 +11,9 @@ MOVING started from the inverse of T (a noisier cue: elastix is less stable with
 are markups files (.mrk.json, .fcsv) paired point by point; segmentations are .seg.nrrd files (segments
 paired by name) or labelmap volumes (paired by value).
 
-Exit status: 0 verdict ok, 1 verdict failed, 3 verdict check, 2 unusable input.
+Exit status: 0 verdict ok, 1 verdict failed, 3 verdict check, 2 unusable input or output path (found before
+any work), 4 assessed but the report could not be written (a warning says why), 130/143 stopped by
+SIGINT/SIGTERM. The report's files are written atomically: each file in the folder is whole.
 """
 
 from __future__ import annotations
@@ -23,16 +25,19 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from ..core.errors import CTMRError, InputError
+from ..core.errors import CTMRError, InputError, OutputError
+from ..core.output_files import write_folder_atomically
 from ..mrml.dicom_nodes import load_input_volume, tag_modality
 from ..mrml.nodes import sitk_from_volume
 from ..mrml.qa_inputs import load_qa_files, segmentation_pair, target_points
 from ..mrml.scene import create_headless_context
 from ..qa.assess import QAOptions, QAResult, assess
-from ..qa.report import write_qa_report
+from ..qa.report import REPORT_NAME, write_qa_report
 from . import arguments
+from .output_checks import check_outputs
+from .signals import Interrupted, signals_interrupt
 
-EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_CHECK = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_CHECK, EXIT_OUTPUT = 0, 1, 2, 3, 4
 EXIT_CODES = {"ok": EXIT_OK, "failed": EXIT_FAILED, "check": EXIT_CHECK}
 
 
@@ -53,17 +58,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def read_transform(path: Path) -> sitk.Transform:
-    """An ITK transform file (.h5, .tfm, .txt); InputError when missing or unreadable."""
+    """A 3-D ITK transform file (.h5, .tfm, .txt); InputError when missing, unreadable or not 3-D."""
     if not path.is_file():
         raise InputError(f"transform file not found: {path}")
     try:
-        return sitk.ReadTransform(str(path))
+        transform = sitk.ReadTransform(str(path))
     except RuntimeError as error:
         raise InputError(f"cannot read transform {path.name}: not an ITK transform file") from error
+    if transform.GetDimension() != 3:
+        raise InputError(f"{path.name} is a {transform.GetDimension()}-D transform: give a 3-D one (fixed->moving)")
+    return transform
 
 
-def assess_files(args) -> tuple[QAResult, dict]:
-    """Load the inputs, assess, write the report when asked; the result and the files written."""
+def assess_files(args) -> tuple[QAResult, dict, list[str]]:
+    """Load the inputs, assess, write the report when asked; the result, the files written and a warning when
+    the report could not be written."""
+    check_outputs(args)
     backend = arguments.elastix_backend(args)
     context = create_headless_context()
     fixed_node, _ = load_input_volume(context, args.fixed, role="fixed")
@@ -79,27 +89,45 @@ def assess_files(args) -> tuple[QAResult, dict]:
                         threads=args.threads, fixed_modality=args.fixed_modality, moving_modality=args.moving_modality,
                         backend=backend)
     result = assess(fixed, moving, transform, backward, options=options, **ground_truth)
-    outputs = {}
+    outputs, warnings = {}, []
     if args.report:
         inputs = {name: str(getattr(args, name)) for name in ("fixed", "moving", "transform", "backward_transform",
                                                               "fixed_targets", "moving_targets", "fixed_seg",
                                                               "moving_seg") if getattr(args, name) is not None}
-        outputs["report"] = str(write_qa_report(args.report, fixed, moving, transform, result, inputs=inputs,
-                                                parameters=vars(options) | {"backend": backend.name}))
-    return result, outputs
+        parameters = vars(options) | {"backend": backend.name}
+        try:
+            write_folder_atomically(args.report, lambda folder: write_qa_report(
+                folder, fixed, moving, transform, result, inputs=inputs, parameters=parameters))
+            outputs["report"] = str(args.report / REPORT_NAME)
+        except OutputError as error:
+            warnings.append(f"report not written: {error}")
+    return result, outputs, warnings
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        result, outputs = assess_files(args)
+        with signals_interrupt():
+            return _run(args)
+    except Interrupted as interruption:
+        if args.json:
+            print(json.dumps({"verdict": "error", "reasons": [], "metrics": {}, "error": f"stopped by {interruption}"}))
+        print(f"ctmr-qa: stopped by {interruption}: no partial output left", file=sys.stderr)
+        return interruption.exit_code
+
+
+def _run(args) -> int:
+    try:
+        result, outputs, warnings = assess_files(args)
     except CTMRError as error:
-        message = str(error).splitlines()[0]
+        message = (str(error).splitlines() or [type(error).__name__])[0]
         if args.json:
             print(json.dumps({"verdict": "error", "reasons": [message], "metrics": {}, "error": message}))
         print(f"ctmr-qa: error: {message}", file=sys.stderr)
         return EXIT_INPUT if isinstance(error, InputError) else EXIT_FAILED
-    report = result.as_dict() | {"outputs": outputs}
+    report = result.as_dict() | {"outputs": outputs, "warnings": warnings}
+    for warning in warnings:
+        print(f"ctmr-qa: warning: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps(report))
     else:
@@ -111,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name}: {value}")
         for kind, path in outputs.items():
             print(f"wrote {kind}: {path}")
-    return EXIT_CODES[result.verdict]
+    return EXIT_OUTPUT if warnings and result.verdict != "failed" else EXIT_CODES[result.verdict]
 
 
 if __name__ == "__main__":

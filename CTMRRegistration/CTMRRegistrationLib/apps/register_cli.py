@@ -16,8 +16,11 @@ SimpleITK (with a deformable stage, a composite: linear part, then B-spline). Lo
 to MOVING, it aligns MOVING to FIXED.
 
 A quality assessment follows every registration (verdict ok / check / failed, see `ctmr-qa`). Exit status:
-0 registered (verdict ok or check), 1 registration failed or verdict failed (outputs still written),
-2 unusable input, 3 moving image looks mirrored.
+0 registered (verdict ok or check), 1 registration failed, verdict failed (outputs still written) or the
+transform could not be written, 2 unusable input or output path (found before any work), 3 moving image
+looks mirrored, 4 registered and the transform written but another output could not be (a warning says
+which), 130/143 stopped by SIGINT/SIGTERM. Outputs are written atomically: a file at an output path is
+whole; a failed or interrupted write leaves nothing there.
 """
 
 from __future__ import annotations
@@ -31,16 +34,16 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..core import resources
-from ..core.errors import CTMRError, InputError
+from ..core.errors import CTMRError, InputError, OutputError
 from ..core.geometry import matrix_from_sitk, transform_points
 from ..core.imaging import mask_points
+from ..core.output_files import write_atomically, write_folder_atomically, write_text_atomically
 from ..dicom.inputs import read_initial_matrix
 from ..dicom.registration_objects import write_registration_object
 from ..elastix.export import write_elastix_transform
 from ..mrml import node_io as mrml_io
 from ..mrml.dicom_nodes import load_input_volume
 from ..mrml.logic import RegistrationLogic
-from ..mrml.node_io import TRANSFORM_OUTPUT_SUFFIXES
 from ..mrml.nodes import add_volume_from_sitk, sitk_from_volume
 from ..mrml.qa_inputs import load_qa_files, load_segmentation_file
 from ..mrml.scene import create_headless_context
@@ -49,8 +52,10 @@ from ..qa.overlay import write_overlay_png
 from ..qa.report import REPORT_NAME
 from ..registration.pipeline import BIAS_CORRECTIONS, INITIALIZATIONS, preset_stage
 from . import arguments, clinical_arguments
+from .output_checks import check_outputs
+from .signals import Interrupted, signals_interrupt
 
-EXIT_FAILED, EXIT_INPUT, EXIT_MIRRORED = 1, 2, 3
+EXIT_FAILED, EXIT_INPUT, EXIT_MIRRORED, EXIT_OUTPUT = 1, 2, 3, 4
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,12 +123,6 @@ def _check_arguments(args, parser) -> None:
     missing = [name for name in ("fixed", "moving", "output_transform") if getattr(args, name) is None]
     if missing:
         parser.error("missing " + ", ".join("--" + m.replace("_", "-") for m in missing) + " (or use --demo)")
-    if not args.output_transform.name.lower().endswith(TRANSFORM_OUTPUT_SUFFIXES):
-        raise InputError(f"--output-transform must end in {', '.join(TRANSFORM_OUTPUT_SUFFIXES)}")
-    for option in ("output_inverse_transform",):
-        path = getattr(args, option)
-        if path is not None and not path.name.lower().endswith(TRANSFORM_OUTPUT_SUFFIXES):
-            raise InputError(f"--{option.replace('_', '-')} must end in {', '.join(TRANSFORM_OUTPUT_SUFFIXES)}")
     if args.report and args.no_qa:
         raise InputError("--report needs the quality assessment: drop --no-qa")
     clinical_arguments.check_clinical(args)
@@ -140,8 +139,9 @@ def _presets(paths: list[Path]) -> dict[str, Path]:
     return presets
 
 
-def register_files(args) -> tuple[SceneRegistrationResult, dict]:
-    """Load, register, write every requested output; returns the result and the files written."""
+def register_files(args) -> tuple[SceneRegistrationResult, dict, list[str]]:
+    """Load, register, write every requested output, the transform first; the result, the files written and
+    warnings for the outputs that could not be written (the transform's failure is an OutputError)."""
     backend = arguments.elastix_backend(args)
     context = create_headless_context()
     fixed_node, fixed_series = load_input_volume(context, args.fixed, args.fixed_series, "fixed")
@@ -159,46 +159,60 @@ def register_files(args) -> tuple[SceneRegistrationResult, dict]:
     resampled_node = None
     if args.output_volume:
         resampled_node = context.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", f"{moving_node.GetName()} on fixed")
+    options = dict(
+        initialization=args.init, use_masks=not args.no_masks, accept_mirror=args.accept_mirror,
+        stages=tuple(s.strip() for s in args.stages.split(",") if s.strip()), presets=_presets(args.preset),
+        backend=backend, threads=args.threads, bias_correction=BIAS_CORRECTIONS[args.bias_correction],
+        fixed_modality=args.fixed_modality, moving_modality=args.moving_modality, mask_mode=args.mask_mode,
+    )
     result = logic.register(
         fixed_node, moving_node, progress=_ProgressPrinter(), apply_to_moving=False,
         add_mask_nodes=bool(args.output_masks), output_volume_node=resampled_node, grid_transform=args.grid_transform,
-        initialization=args.init, use_masks=not args.no_masks, accept_mirror=args.accept_mirror,
-        stages=tuple(s.strip() for s in args.stages.split(",") if s.strip()), presets=_presets(args.preset),
-        backend=backend, threads=args.threads,
-        bias_correction=BIAS_CORRECTIONS[args.bias_correction],
-        fixed_modality=args.fixed_modality, moving_modality=args.moving_modality,
-        qa=not args.no_qa, report_directory=args.report, crop_roi=crop_roi, add_crop_roi=bool(args.output_crop_roi),
-        mask_mode=args.mask_mode, **landmarks, **ground_truth, **extra,
+        qa=not args.no_qa, crop_roi=crop_roi, add_crop_roi=bool(args.output_crop_roi),
+        **options, **landmarks, **ground_truth, **extra,
     )
-    outputs = {}
+    outputs: dict[str, str] = {}
+    warnings: list[str] = []
+
+    def attempt(kind: str, write) -> None:
+        try:
+            outputs[kind] = str(write())
+        except OutputError as error:
+            warnings.append(f"{kind} not written: {error}")
+
+    if result.status == "ok":
+        outputs["transform"] = str(mrml_io.save_node(context, result.transform_node, args.output_transform))
     for role, node in result.mask_nodes.items():
-        outputs[f"{role}_mask"] = str(mrml_io.save_node(context, node, args.output_masks / f"{role}_mask.nrrd"))
+        path = args.output_masks / f"{role}_mask.nrrd"
+        attempt(f"{role}_mask", lambda node=node, path=path: mrml_io.save_node(context, node, path))
     if result.status != "ok":
-        return result, outputs
-    outputs["transform"] = str(mrml_io.save_node(context, result.transform_node, args.output_transform))
+        return result, outputs, warnings
     if args.output_inverse_transform:
         reference = add_volume_from_sitk(context, result.moving_mask, "inverse grid") if result.deformable else None
         inverse = logic.inverse_transform_node(result.transform_node, reference)
-        outputs["inverse_transform"] = str(mrml_io.save_node(context, inverse, args.output_inverse_transform))
+        attempt("inverse_transform", lambda: mrml_io.save_node(context, inverse, args.output_inverse_transform))
     if args.output_dicom_reg:
-        written = write_registration_object(args.output_dicom_reg, result.transform, fixed_series, moving_series,
-                                            sitk_from_volume(fixed_node))
-        outputs["dicom_reg"] = str(written)
+        attempt("dicom_reg", lambda: write_atomically(args.output_dicom_reg, lambda path: write_registration_object(
+            path, result.transform, fixed_series, moving_series, sitk_from_volume(fixed_node))))
     if args.output_elastix_transform:
-        written = write_elastix_transform(result.transform, sitk_from_volume(fixed_node), args.output_elastix_transform)
-        outputs["elastix_transform"] = str(written[-1])
+        attempt("elastix_transform", lambda: write_elastix_transform(
+            result.transform, sitk_from_volume(fixed_node), args.output_elastix_transform)[-1])
     if result.crop_roi_node is not None:
-        outputs["crop_roi"] = str(mrml_io.save_node(context, result.crop_roi_node, args.output_crop_roi))
+        attempt("crop_roi", lambda: mrml_io.save_node(context, result.crop_roi_node, args.output_crop_roi))
     if resampled_node is not None:
-        outputs["volume"] = str(mrml_io.save_node(context, resampled_node, args.output_volume))
-    if args.report:
-        outputs["report"] = str(args.report / REPORT_NAME)
+        attempt("volume", lambda: mrml_io.save_node(context, resampled_node, args.output_volume))
+    images = sitk_from_volume(fixed_node), sitk_from_volume(moving_node)
     if args.overlay:
         rows = {"before": result.initial_transform if args.init == "none" else sitk.Transform(),
                 "after": result.transform}
-        images = sitk_from_volume(fixed_node), sitk_from_volume(moving_node)
-        outputs["overlay"] = str(write_overlay_png(args.overlay, *images, rows))
-    return result, outputs
+        attempt("overlay", lambda: write_atomically(args.overlay, lambda path: write_overlay_png(path, *images, rows),
+                                                    lambda path: sitk.ReadImage(str(path))))
+    if args.report:
+        parameters = {name: value.name if name == "backend" else value for name, value in options.items()
+                      if value is not None and value != {}}
+        attempt("report", lambda: write_folder_atomically(args.report, lambda folder: logic.write_report(
+            folder, result, *images, fixed_node, moving_node, parameters)) / REPORT_NAME)
+    return result, outputs, warnings
 
 
 def _demo_arguments(args) -> None:
@@ -224,12 +238,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        with signals_interrupt():
+            return _run(args, parser)
+    except Interrupted as interruption:
+        if args.json:
+            print(json.dumps({"status": "interrupted", "error": f"stopped by {interruption}"}))
+        print(f"ctmr-register: stopped by {interruption}: no partial output left", file=sys.stderr)
+        return interruption.exit_code
+
+
+def _run(args, parser) -> int:
+    try:
         _check_arguments(args, parser)
         if args.demo:
             _demo_arguments(args)
-        result, outputs = register_files(args)
+        check_outputs(args)
+        result, outputs, warnings = register_files(args)
     except CTMRError as error:
-        message = str(error).splitlines()[0] if isinstance(error, InputError) else str(error)
+        message = (str(error).splitlines() or [type(error).__name__])[0]
         if args.json:
             print(json.dumps({"status": "error", "error": message}))
         print(f"ctmr-register: error: {message}", file=sys.stderr)
@@ -237,13 +263,19 @@ def main(argv: list[str] | None = None) -> int:
     report = result.as_dict() | {"outputs": outputs}
     if args.demo and result.status == "ok":
         report["metrics"]["reference_agreement_mm"] = reference_agreement_mm(result)
-        (args.output_dir / "result.json").write_text(json.dumps(report, indent=2))
+        try:
+            write_text_atomically(args.output_dir / "result.json", json.dumps(report, indent=2))
+        except OutputError as error:
+            warnings.append(f"result not written: {error}")
+    report["warnings"] = report["warnings"] + warnings
+    for warning in warnings:
+        print(f"ctmr-register: warning: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps(report))
     else:
         _print_summary(report)
     if result.status == "ok":
-        return EXIT_FAILED if result.verdict == "failed" else 0
+        return EXIT_FAILED if result.verdict == "failed" else EXIT_OUTPUT if warnings else 0
     return EXIT_MIRRORED if result.status == "mirrored" else EXIT_FAILED
 
 

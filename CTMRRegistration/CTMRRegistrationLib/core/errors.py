@@ -9,6 +9,10 @@ class InputError(CTMRError):
     """A file or node given as input cannot be used (missing, unreadable, 2-D, empty)."""
 
 
+class OutputError(CTMRError):
+    """An output could not be written (disk full, permission lost); nothing partial is left at its path."""
+
+
 class NoOverlapError(CTMRError):
     """The fixed and moving images do not share a region that registration could align."""
 

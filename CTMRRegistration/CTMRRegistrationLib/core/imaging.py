@@ -8,12 +8,19 @@ import SimpleITK as sitk
 from .errors import InputError
 
 MODALITIES = ("CT", "MR")
+MIN_VOXELS_PER_AXIS = 4
+MIN_EXTENT_MM = 16.0  # the pose search smooths at 5 mm: thinner images (found: 6 slices of 2 mm) break it
 
 
 def check_volume(image: sitk.Image, role: str) -> None:
-    """Raise InputError unless `image` is a non-empty, non-constant 3-D scalar image."""
+    """Raise InputError unless `image` is a non-empty, non-constant 3-D scalar image with enough slices."""
     if image.GetDimension() != 3 or min(image.GetSize()) < 2:
         raise InputError(f"the {role} image is not 3-D (size {'x'.join(map(str, image.GetSize()))})")
+    extents = [n * s for n, s in zip(image.GetSize(), image.GetSpacing())]
+    if min(image.GetSize()) < MIN_VOXELS_PER_AXIS or min(extents) < MIN_EXTENT_MM:
+        raise InputError(f"the {role} image is too thin (size {'x'.join(map(str, image.GetSize()))}, "
+                         f"{min(extents):.3g} mm): registration needs at least {MIN_VOXELS_PER_AXIS} slices and "
+                         f"{MIN_EXTENT_MM:g} mm along every axis")
     if image.GetNumberOfComponentsPerPixel() != 1:
         components = image.GetNumberOfComponentsPerPixel()
         raise InputError(f"the {role} image has {components} components; give a scalar volume")

@@ -7,6 +7,7 @@ import queue
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from ..core.errors import Cancelled, InputError, NoOverlapError, RegistrationErr
 from .job import ElastixJob
 from .parameters import ParameterMap, read_parameter_file, write_parameter_file
 from .progress import ElastixProgress
+from .time_limit import time_limit_seconds
 
 NO_OVERLAP_SIGNS = ("Too many samples map outside moving image buffer", "outside the moving image")
 CANCEL_POLL_SECONDS = 0.1
@@ -81,14 +83,15 @@ def run_elastix_executable(
     with tempfile.TemporaryDirectory(prefix="ctmr-elastix-") as workdir:
         workdir = Path(workdir)
         command = [str(executable.path)] + _write_inputs(job, workdir)
-        output = _run(command, executable.environment, ElastixProgress(job.parameter_maps), progress, cancelled)
+        output, status = _run(command, executable.environment, ElastixProgress(job.parameter_maps), progress,
+                              cancelled, time_limit_seconds(job))
         results = [workdir / f"TransformParameters.{i}.txt" for i in range(len(job.parameter_maps))]
         if not all(path.exists() for path in results):
             log = workdir / "elastix.log"
             text = log.read_text(errors="replace") if log.exists() else output
             if any(sign in text for sign in NO_OVERLAP_SIGNS):
                 raise NoOverlapError(f"the images do not overlap after initialisation\n{log_tail(text)}")
-            raise RegistrationError(f"elastix failed:\n{log_tail(text)}")
+            raise RegistrationError(f"elastix failed (exit status {status}): {failure_cause(text)}\n{log_tail(text)}")
         return [read_parameter_file(path, required=("Transform",)) for path in results]
 
 
@@ -98,30 +101,50 @@ def _read_lines(stream, lines: queue.Queue) -> None:
     lines.put(None)
 
 
-def _run(command, environment, tracker: ElastixProgress, progress, cancelled) -> str:
-    """Run elastix, reporting progress; kill it within CANCEL_POLL_SECONDS of `cancelled()` turning true.
+def failure_cause(text: str) -> str:
+    """The line of an elastix log that names why it failed: ITK's Description, else the last error line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if line.lower().startswith("description:"):
+            return line.split(":", 1)[1].strip()
+    errors = [line for line in lines if "error" in line.lower() or "exception" in line.lower()]
+    return (errors or lines or ["it printed nothing"])[-1]
+
+
+def _run(command, environment, tracker: ElastixProgress, progress, cancelled, time_limit: float) -> tuple[str, int]:
+    """Run elastix, reporting progress; kill it within CANCEL_POLL_SECONDS of `cancelled()` turning true, when
+    it runs longer than `time_limit` seconds, or when anything interrupts the wait (a signal). Returns the
+    tail of its output and its exit status.
 
     Output is read on a thread so that a cancel is seen even while elastix prints nothing."""
     lines: queue.Queue = queue.Queue()
     seen: list[str] = []
+    started = time.monotonic()
     with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", env=environment
     ) as process:
         reader = threading.Thread(target=_read_lines, args=(process.stdout, lines), daemon=True)
         reader.start()
-        while True:
-            if cancelled is not None and cancelled():
-                process.kill()
-                reader.join(timeout=5)  # let the reader see the end of the output before the pipe closes
-                raise Cancelled("registration cancelled")
-            try:
-                line = lines.get(timeout=CANCEL_POLL_SECONDS)
-            except queue.Empty:
-                continue
-            if line is None:
-                break
-            seen.append(line)
-            fraction = tracker.update(line)
-            if fraction is not None and progress is not None:
-                progress(fraction)
-    return "".join(seen[-200:])
+        try:
+            while True:
+                if cancelled is not None and cancelled():
+                    raise Cancelled("registration cancelled")
+                if time.monotonic() - started > time_limit:
+                    raise RegistrationError(f"elastix stopped after {time_limit:.0f} s, the time limit for this "
+                                            "problem size (iterations x samples of its parameter files)")
+                try:
+                    line = lines.get(timeout=CANCEL_POLL_SECONDS)
+                except queue.Empty:
+                    continue
+                if line is None:
+                    break
+                seen.append(line)
+                fraction = tracker.update(line)
+                if fraction is not None and progress is not None:
+                    progress(fraction)
+        except BaseException:
+            process.kill()
+            reader.join(timeout=5)  # let the reader see the end of the output before the pipe closes
+            raise
+        process.wait()
+    return "".join(seen[-200:]), process.returncode

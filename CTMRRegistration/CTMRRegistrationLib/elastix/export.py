@@ -6,7 +6,8 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from .parameters import write_parameter_file
+from ..core.output_files import write_text_atomically
+from .parameters import format_parameter_map
 from .transforms import elastix_transform_maps
 
 
@@ -14,7 +15,7 @@ def write_elastix_transform(transform: sitk.Transform, reference: sitk.Image, pa
     """Write the fixed->moving `transform` (LPS) so that `transformix -tp PATH -in MOVING` resamples MOVING on
     `reference`'s grid as SimpleITK and Slicer do. A chain (linear part, then B-spline) is written as
     PATH plus PATH's stem + '.0.txt', ... that PATH names as its initial transform (absolute paths).
-    Returns the files written, the one to pass to transformix last."""
+    Returns the files written, the one to pass to transformix last. Each file is written atomically."""
     path = Path(path).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     maps = elastix_transform_maps(transform, reference)
@@ -23,5 +24,5 @@ def write_elastix_transform(transform: sitk.Transform, reference: sitk.Image, pa
         target = path if index == len(maps) - 1 else path.with_name(f"{path.stem}.{index}.txt")
         if written:
             parameters = parameters | {"InitialTransformParametersFileName": [str(written[-1])]}
-        written.append(write_parameter_file(parameters, target))
+        written.append(write_text_atomically(target, format_parameter_map(parameters)))
     return written

@@ -20,9 +20,11 @@ def read_parameter_file(path, required: tuple[str, ...] = ("Transform", "Metric"
     for a TransformParameters file written by elastix."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise InputError(f"cannot read elastix parameter file {path}: {error.strerror}") from error
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path.name} is not an elastix parameter file (not text)") from error
     parameters: ParameterMap = {}
     for number, line in enumerate(text.splitlines(), start=1):
         content = line.split("//", 1)[0].strip()

@@ -1,13 +1,18 @@
 """Load and save MRML nodes through their storage nodes: volumes, labelmaps, markups, transforms,
-segmentations. Every failure becomes an InputError with a one-line reason."""
+segmentations. A failure to read is an InputError, to write an OutputError, each with a one-line reason;
+volume files are checked whole before reading and every file is written atomically."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
+import SimpleITK as sitk
 import slicer
 
 from ..core.errors import InputError
+from ..core.image_files import check_volume_file, data_damage
+from ..core.output_files import native_stderr_held, write_atomically
 from .scene import MRMLContext
 
 VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
@@ -53,6 +58,7 @@ def _read(context: MRMLContext, node, storage_class: str, path: Path, kind: str)
 def load_volume(context: MRMLContext, path, labelmap: bool = False, name: str | None = None):
     """A scalar (or labelmap) volume node read from .nrrd, .nii(.gz) or .mha/.mhd."""
     path = _existing_file(path, "volume", VOLUME_SUFFIXES)
+    check_volume_file(path)
     class_name = "vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode"
     node = context.scene.AddNewNodeByClass(class_name, name or _node_name(path))
     _read(context, node, "vtkMRMLVolumeArchetypeStorageNode", path, "volume")
@@ -106,13 +112,37 @@ def _storage_node_for(context: MRMLContext, node, path: Path):
     return storage
 
 
+def _verify(node, path: Path) -> None:
+    """Read a written file back: volumes whole (compressed data to its end), transforms readable by ITK."""
+    if node.IsA("vtkMRMLVolumeNode") and not node.IsA("vtkMRMLSegmentationNode"):
+        damage = data_damage(path)
+        if damage:
+            raise ValueError(f"the file read back is damaged ({damage}; disk full?)")
+        sitk.ReadImage(str(path))
+    elif node.IsA("vtkMRMLTransformNode"):
+        sitk.ReadTransform(str(path))
+
+
 def save_node(context: MRMLContext, node, path) -> Path:
-    """Write a node through a storage node; the file format follows the extension."""
+    """Write a node through a storage node, atomically (see core.output_files); the file format follows the
+    extension. OutputError, with nothing at `path`, when the file cannot be written whole."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     storage = _storage_node_for(context, node, path)
-    storage.SetFileName(str(path))
-    if not storage.WriteData(node):
-        reason = _first_line(storage.GetUserMessages().GetAllMessagesAsString())
-        raise InputError(f"cannot write {path}: {reason}")
+
+    held: list[str] = []
+
+    def write(temporary: Path) -> None:
+        storage.SetFileName(str(temporary))
+        with native_stderr_held() as printed:
+            written = storage.WriteData(node)
+        held.extend(printed)
+        if not written:  # a one-line error replaces the libraries' diagnostics
+            raise RuntimeError(_first_line(storage.GetUserMessages().GetAllMessagesAsString()))
+
+    try:
+        write_atomically(path, write, lambda temporary: _verify(node, temporary))
+    finally:
+        storage.SetFileName(str(path))
+    if "".join(held).strip():
+        print("".join(held), end="", file=sys.stderr)  # warnings of a write that worked
     return path

@@ -23,9 +23,10 @@ from ..core.masks import foreground_mask
 from ..core.resources import parameter_file
 from ..elastix.backends import ElastixBackend, choose_backend
 from ..elastix.job import ElastixJob
+from ..elastix.parameter_checks import check_parameter_map
 from ..elastix.parameters import ParameterMap, read_parameter_file
 from ..elastix.transforms import compose, is_linear, linear_transform_map, sitk_from_transform_map
-from . import initialization
+from . import initialization, input_checks
 from .bias_field import correct_bias_field
 from .common_region import crop_boxes, crop_to_points
 from .user_masks import check_user_masks, combine_masks
@@ -159,6 +160,7 @@ def _initialize(fixed, moving, modalities, options, result, start: np.ndarray | 
 
 def _prepare(image: sitk.Image, role: str, modality: str | None) -> tuple[sitk.Image, str]:
     check_volume(image, role)
+    input_checks.check_geometry(image, role)
     working = sitk.Cast(shrink_to_spacing(image, WORKING_SPACING_MM), sitk.sitkFloat32)
     return working, modality or guess_modality(image)
 
@@ -177,8 +179,9 @@ def preset_stage(path) -> str:
     return PRESET_STAGES[kind]
 
 
-def _stage_parameters(options: RegistrationOptions) -> dict[str, ParameterMap]:
-    """The parameter map of every requested stage, read before any slow work so a bad file fails fast."""
+def _stage_parameters(options: RegistrationOptions, wheel: bool = False) -> dict[str, ParameterMap]:
+    """The parameter map of every requested stage, read and checked (for the itk-elastix wheel when `wheel`)
+    before any slow work so a bad file fails fast."""
     stages = list(options.stages)
     if not stages or any(s not in STAGES for s in stages) or stages != sorted(set(stages), key=STAGES.index):
         raise InputError(f"stages must be one or more of {', '.join(STAGES)}, in that order (e.g. rigid,affine)")
@@ -186,7 +189,8 @@ def _stage_parameters(options: RegistrationOptions) -> dict[str, ParameterMap]:
     if unused:
         raise InputError(f"a preset is given for the {', '.join(unused)} stage, which is not among the stages run "
                          f"({', '.join(stages)})")
-    return {s: read_parameter_file(options.presets.get(s) or parameter_file(s.capitalize())) for s in stages}
+    paths = {s: Path(options.presets.get(s) or parameter_file(s.capitalize())) for s in stages}
+    return {s: check_parameter_map(read_parameter_file(path), path.name, wheel) for s, path in paths.items()}
 
 
 def register_images(
@@ -213,9 +217,9 @@ def register_images(
         start = np.asarray(options.initial_matrix, dtype=float)
         if start.shape != (4, 4) or not np.all(np.isfinite(start)) or abs(np.linalg.det(start[:3, :3])) < 1e-6:
             raise InputError("the initial matrix must be an invertible 4x4 fixed->moving LPS matrix")
-    parameters = _stage_parameters(options)
     check_user_masks(options.fixed_mask, options.moving_mask, options.mask_mode, options.use_masks)
     backend = choose_backend(options.backend, options.elastix_executable)
+    parameters = _stage_parameters(options, wheel=backend.name == "itk-elastix")
     started = time.perf_counter()
     _report(progress, 0.0, "preparing images")
     fixed, fixed_modality = _prepare(fixed, "fixed", options.fixed_modality)
@@ -231,6 +235,9 @@ def register_images(
     user_masks = {"fixed_mask": options.moving_mask, "moving_mask": options.fixed_mask} if swap else {}
     inputs = _align_linear(*pair, modalities, replace(options, **user_masks), stages, result, start,
                            region_in_moving=swap)
+    if result.status == "mirrored":
+        input_checks.check_mirror_evidence({"fixed": fixed, "moving": moving},
+                                           {"fixed": options.fixed_modality, "moving": options.moving_modality})
     if swap:
         result.transform = sitk_from_matrix(np.linalg.inv(result.matrix))
         result.initial_transform = result.initial_transform.GetInverse()

@@ -1,0 +1,337 @@
+"""The fault catalogue of issue 15 against the command-line tools: each case asserts the exit code, a one-line
+message naming the cause, that no partial output exists and that no input changed."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from conftest import p95_distance
+from test_output_files import LIBRARY, needs_mount_namespace, run_on_full_device
+
+from CTMRRegistrationLib.apps import qa_cli, register_cli
+from CTMRRegistrationLib.core import resources
+from CTMRRegistrationLib.core.errors import RegistrationError
+from CTMRRegistrationLib.core.geometry import matrix_from_sitk
+from CTMRRegistrationLib.elastix.executable import ElastixExecutable, _run, run_elastix_executable
+from CTMRRegistrationLib.elastix.job import ElastixJob
+from CTMRRegistrationLib.elastix.parameters import read_parameter_file
+from CTMRRegistrationLib.elastix.progress import ElastixProgress
+from CTMRRegistrationLib.elastix.time_limit import time_limit_seconds
+
+CT, MR = str(resources.sample_ct_path()), str(resources.sample_mr_path())
+FAST = ["--init", "none", "--bias-correction", "off", "--no-qa", "--threads", "1"]
+
+
+def digest(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def input_digests():
+    before = {path: digest(path) for path in (CT, MR)}
+    yield before
+    assert {path: digest(path) for path in before} == before  # no test of this module changed the bundled pair
+
+
+def register(capsys, *args) -> tuple[int, str]:
+    code = register_cli.main([str(a) for a in args] + ["--json"])
+    captured = capsys.readouterr()
+    message = json.loads(captured.out.strip().splitlines()[-1]).get("error", "")
+    assert len(captured.err.strip().splitlines()[-1]) > 0 and "Traceback" not in captured.err
+    return code, message
+
+
+def files_in(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_output_volume_on_the_fixed_input_is_refused(tmp_path, capsys, input_digests):
+    fixed = tmp_path / "ct.nii.gz"
+    fixed.write_bytes(Path(CT).read_bytes())
+    before = digest(fixed)
+    code, message = register(capsys, "--fixed", fixed, "--moving", MR, "--output-transform", tmp_path / "t.h5",
+                             "--output-volume", tmp_path / "sub" / ".." / "ct.nii.gz")
+    assert code == register_cli.EXIT_INPUT and "--output-volume" in message and "is an input file" in message
+    assert digest(fixed) == before and files_in(tmp_path) == ["ct.nii.gz"]
+
+
+@pytest.mark.parametrize("option, value, expected", [
+    ("--output-volume", "v.png", "unsupported file type"),
+    ("--output-transform", "folder.h5", "is a folder"),
+    ("--output-transform", "full.tfm", "not a regular file"),
+    ("--report", "file.txt/report", "is a file, not a folder"),
+    ("--output-inverse-transform", "t.h5", "name the same file"),
+    ("--output-elastix-transform", "e.json", "unsupported file type"),
+])
+def test_unusable_outputs_are_refused_before_any_work(tmp_path, capsys, option, value, expected):
+    (tmp_path / "folder.h5").mkdir()
+    (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "full.tfm").symlink_to("/dev/full")
+    before = files_in(tmp_path)
+    arguments = ["--fixed", CT, "--moving", MR, "--output-transform", tmp_path / "t.h5", option, tmp_path / value]
+    code = register_cli.main([str(a) for a in arguments] + ["--json"])
+    captured = capsys.readouterr()
+    assert code == register_cli.EXIT_INPUT and expected in json.loads(captured.out)["error"]
+    assert "preparing images" not in captured.err  # refused before any work
+    assert files_in(tmp_path) == before
+
+
+def damaged(kind: str, tmp_path: Path) -> Path:
+    ct = sitk.ReadImage(CT)
+    if kind in ("truncated", "corrupt"):
+        data = bytearray(Path(CT).read_bytes())
+        if kind == "truncated":
+            data = data[: int(len(data) * 0.9)]
+        else:
+            data[len(data) // 2] ^= 0xFF
+        path = tmp_path / f"{kind}.nii.gz"
+        path.write_bytes(bytes(data))
+        return path
+    path = tmp_path / f"{kind}.nii.gz"
+    if kind == "nan":
+        image = sitk.Cast(ct, sitk.sitkFloat32)
+        image[50, 50, 60] = float("nan")
+    elif kind == "inf":
+        image = sitk.Cast(ct, sitk.sitkFloat32)
+        image[50, 50, 60] = float("inf")
+        path = tmp_path / "inf.mha"
+    elif kind == "4d":
+        image = sitk.JoinSeries([ct, ct])
+    elif kind == "rgb":
+        image = sitk.Compose([sitk.Cast(ct[:, :, 50:80], sitk.sitkUInt8)] * 3)
+        path = tmp_path / "rgb.nrrd"
+    elif kind == "3 slices":
+        image = ct[:, :, 60:63]
+    elif kind == "100 mm voxels":
+        image = sitk.Image(ct)
+        image.SetSpacing([100.0] * 3)
+    else:  # sheared
+        image = sitk.Image(ct)
+        direction = np.asarray(ct.GetDirection()).reshape(3, 3)
+        sheared = direction[:, 1] + 0.3 * direction[:, 0]
+        direction[:, 1] = sheared / np.linalg.norm(sheared)
+        image.SetDirection(direction.ravel().tolist())
+        path = tmp_path / "sheared.nrrd"
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+@pytest.mark.parametrize("kind, expected", [
+    ("truncated", "damaged file, the compressed data ends early"),
+    ("corrupt", "damaged file, corrupt compressed data"),
+    ("nan", "contains NaN or infinite voxel values"),
+    ("inf", "contains NaN or infinite voxel values"),
+    ("4d", "is a 4-D image"),
+    ("rgb", "has 3 values per voxel"),
+    ("3 slices", "the fixed image is too thin"),
+    ("100 mm voxels", "the fixed image's voxels are too coarse"),
+    ("sheared", "the fixed image's direction matrix is not orthonormal"),
+])
+def test_unusable_inputs_are_refused_with_their_cause(tmp_path, capsys, input_digests, kind, expected):
+    fixed = damaged(kind, tmp_path)
+    before = digest(fixed)
+    code, message = register(capsys, "--fixed", fixed, "--moving", MR, "--output-transform", tmp_path / "out" / "t.h5",
+                             *FAST)
+    assert code == register_cli.EXIT_INPUT and expected in message
+    assert digest(fixed) == before and not (tmp_path / "out").exists()
+
+
+def preset(tmp_path: Path, **changes) -> Path:
+    parameters = read_parameter_file(resources.parameter_file("Rigid"))
+    text = "".join(f"({key} {' '.join(values)})\n" for key, values in (parameters | changes).items())
+    path = tmp_path / "rigid.txt"
+    path.write_text(text.replace('(Transform EulerTransform)', '(Transform "EulerTransform")'))
+    return path
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({"MaximumNumberOfIterations": ["-5", "-5"]}, "(MaximumNumberOfIterations -5 -5): -5 is out of range"),
+    ({"Metric": ['"NoSuchMetric"']}, "unknown Metric 'NoSuchMetric'"),
+    ({"NumberOfSpatialSamples": ["many"]}, "'many' is not a whole number"),
+    ({"ErodeMask": ['"yes"']}, 'write "true" or "false"'),
+    ({"Transform": ['"EulerTransform"', '"AffineTransform"']}, "takes one value"),
+])
+def test_bad_presets_are_refused_before_elastix_starts(tmp_path, capsys, changes, expected):
+    code, message = register(capsys, "--fixed", CT, "--moving", MR, "--output-transform", tmp_path / "t.h5",
+                             "--preset", preset(tmp_path, **changes), *FAST)
+    assert code == register_cli.EXIT_INPUT and "rigid.txt" in message and expected in message
+    assert not (tmp_path / "t.h5").exists()
+
+
+def test_binary_preset_is_refused(tmp_path, capsys):
+    binary = tmp_path / "preset.txt"
+    binary.write_bytes(bytes(range(256)) * 4)
+    code, message = register(capsys, "--fixed", CT, "--moving", MR, "--output-transform", tmp_path / "t.h5",
+                             "--preset", binary)
+    assert code == register_cli.EXIT_INPUT and "not an elastix parameter file (not text)" in message
+
+
+def test_failing_elastix_names_its_exit_status(tmp_path, capsys):
+    code, message = register(capsys, "--fixed", CT, "--moving", MR, "--output-transform", tmp_path / "t.h5",
+                             "--elastix", "/bin/false", *FAST)
+    assert code == register_cli.EXIT_FAILED and message == "elastix failed (exit status 1): it printed nothing"
+    assert files_in(tmp_path) == []
+
+
+def test_failing_elastix_names_the_line_that_says_why(tmp_path):
+    fake = tmp_path / "elastix"
+    fake.write_text("#!/bin/sh\necho 'Running elastix with parameter file 0: \"p\".'\n"
+                    "echo 'itk::ExceptionObject (0x1)'\necho 'Location: \"unknown\"'\n"
+                    "echo 'Description: itk::ERROR: Elastix: the images have no common samples'\n"
+                    "echo 'Error occurred during actual registration.'\nexit 1\n")
+    fake.chmod(0o755)
+    image = sitk.Image(20, 20, 20, sitk.sitkFloat32) + 1.0
+    job = ElastixJob(image, image, [read_parameter_file(resources.parameter_file("Rigid"))])
+    with pytest.raises(RegistrationError) as caught:
+        run_elastix_executable(ElastixExecutable(fake), job)
+    assert str(caught.value).splitlines()[0] == ("elastix failed (exit status 1): itk::ERROR: Elastix: the images "
+                                                 "have no common samples")
+
+
+def test_elastix_is_stopped_at_its_time_limit(tmp_path):
+    hanging = tmp_path / "elastix"
+    hanging.write_text(f"#!/bin/sh\necho started {tmp_path}\nexec sleep 60\n")
+    hanging.chmod(0o755)
+    started = time.perf_counter()
+    with pytest.raises(RegistrationError, match="elastix stopped after 1 s, the time limit"):
+        _run([str(hanging)], None, ElastixProgress([{}]), None, None, time_limit=1.0)
+    assert time.perf_counter() - started < 10.0
+    assert not running_with(tmp_path)
+
+
+def test_time_limit_grows_with_the_work_asked(sample_ct, sample_mr):
+    rigid = read_parameter_file(resources.parameter_file("Rigid"))
+    deformable = read_parameter_file(resources.parameter_file("Deformable"))
+    limits = [time_limit_seconds(ElastixJob(sample_ct, sample_mr, [parameters])) for parameters in
+              (rigid, rigid | {"MaximumNumberOfIterations": ["100000"]}, deformable)]
+    assert 120 < limits[0] < 600 and limits[1] > 50 * limits[0] and limits[2] > limits[0]
+
+
+def test_qa_refuses_a_2d_transform_and_an_unusable_report_folder(tmp_path, capsys):
+    flat = tmp_path / "flat.tfm"
+    sitk.WriteTransform(sitk.Euler2DTransform(), str(flat))
+    (tmp_path / "file.txt").write_text("x")
+    for arguments, expected in (
+        (["--transform", flat], "flat.tfm is a 2-D transform"),
+        (["--transform", resources.sample_reference_transform_path(), "--report", tmp_path / "file.txt" / "r"],
+         "--report: " + str(tmp_path / "file.txt") + " is a file, not a folder"),
+    ):
+        code = qa_cli.main(["--fixed", CT, "--moving", MR, *map(str, arguments), "--json", "--restarts", "0"])
+        captured = capsys.readouterr()
+        assert code == qa_cli.EXIT_INPUT and expected in json.loads(captured.out)["error"]
+        assert "Traceback" not in captured.err
+    assert files_in(tmp_path) == ["file.txt", "flat.tfm"]
+
+
+def running_with(text) -> list[str]:
+    """Command lines of running processes that mention `text`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if str(text) in command and "pytest" not in command:
+                found.append(command)
+    return found
+
+
+def start_cli(tmp_path: Path, *args) -> subprocess.Popen:
+    (tmp_path / "tmp").mkdir()
+    environment = os.environ | {"PYTHONPATH": LIBRARY, "TMPDIR": str(tmp_path / "tmp")}
+    command = [sys.executable, "-m", "CTMRRegistrationLib.apps.register_cli", *map(str, args)]
+    return subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=environment)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signal_number, stage", [(signal.SIGTERM, "rigid registration (elastix)"),
+                                                  (signal.SIGINT, "masking")])
+def test_signals_stop_cleanly(tmp_path, signal_number, stage):
+    process = start_cli(tmp_path, "--fixed", CT, "--moving", MR, "--output-transform", tmp_path / "out" / "t.h5",
+                        "--output-volume", tmp_path / "out" / "v.nrrd", *FAST)
+    lines = []
+    for line in process.stderr:
+        lines.append(line)
+        if stage in line:
+            time.sleep(1.0)
+            process.send_signal(signal_number)
+            break
+    _, rest = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal_number, "".join(lines) + rest
+    name = signal.Signals(signal_number).name
+    assert rest.strip().splitlines()[-1] == f"ctmr-register: stopped by {name}: no partial output left"
+    assert files_in(tmp_path) == ["tmp"]  # no output, no partial file, no elastix temporary folder
+    assert not running_with(tmp_path)
+
+
+@pytest.mark.slow
+@needs_mount_namespace
+def test_full_device_after_registration_keeps_the_transform(tmp_path):
+    """Room for the transform (written first) but not for the resampled volume: a warning, exit 4."""
+    folder = tmp_path / "full"
+    folder.mkdir()
+    command = [sys.executable, "-m", "CTMRRegistrationLib.apps.register_cli", "--fixed", CT, "--moving", MR,
+               "--output-transform", folder / "t.h5", "--output-volume", folder / "v.nii", *FAST]
+    script = f"; code=$?; ls -a {folder} >&2; exit $code"
+    done = run_on_full_device(folder, ["sh", "-c", " ".join(f"'{c}'" for c in map(str, command)) + script],
+                              size="4m", leave_kib=1500, env=os.environ | {"PYTHONPATH": LIBRARY})
+    assert done.returncode == register_cli.EXIT_OUTPUT, done.stderr[-3000:]
+    warning = [line for line in done.stderr.splitlines() if line.startswith("ctmr-register: warning:")]
+    assert len(warning) == 1 and warning[0].endswith("volume not written: cannot write "
+                                                     f"{folder / 'v.nii'}: no space left on the device")
+    assert "wrote transform:" in done.stdout and "wrote volume" not in done.stdout
+    assert done.stderr.split()[-4:] == [".", "..", "filler", "t.h5"]  # no v.nii, no staging folder
+
+
+@pytest.mark.slow
+def test_unrecognised_fixed_intensities_are_named_instead_of_a_mirrored_moving_image(tmp_path, capsys):
+    ct = sitk.Cast(sitk.ReadImage(CT), sitk.sitkFloat32)
+    fixed = tmp_path / "ct01.nrrd"
+    sitk.WriteImage(sitk.RescaleIntensity(ct, 0.0, 1.0), str(fixed))
+    code, message = register(capsys, "--fixed", fixed, "--moving", MR, "--output-transform", tmp_path / "t.h5",
+                             "--no-qa", "--threads", "1", "--bias-correction", "off")
+    assert code == register_cli.EXIT_INPUT
+    assert message.startswith("the fixed image's intensities span only [0, 1]") and "--fixed-modality" in message
+    assert not (tmp_path / "t.h5").exists()
+
+
+def failing_write(folder, *args, **kwargs):
+    """A report writer that dies half-way as on a full disk (fault injection; the pictures and MRML are real)."""
+    (Path(folder) / "report.html").write_text("<html>half")
+    raise OSError(28, "No space left on device")
+
+
+def test_qa_report_failure_is_a_warning_and_leaves_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(qa_cli, "write_qa_report", failing_write)
+    code = qa_cli.main(["--fixed", CT, "--moving", MR, "--transform", str(resources.sample_reference_transform_path()),
+                        "--restarts", "0", "--threads", "1", "--report", str(tmp_path / "report")])
+    captured = capsys.readouterr()
+    assert code == qa_cli.EXIT_OUTPUT and "verdict: ok" in captured.out
+    assert captured.err.strip().splitlines()[-1] == (f"ctmr-qa: warning: report not written: cannot write "
+                                                     f"{tmp_path / 'report'}: No space left on device")
+    assert files_in(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_register_report_failure_keeps_the_transform(tmp_path, capsys, monkeypatch, reference_ct_to_mr,
+                                                    ct_object_points):
+    monkeypatch.setattr(register_cli.RegistrationLogic, "write_report", staticmethod(failing_write))
+    code = register_cli.main(["--fixed", CT, "--moving", MR, "--output-transform", str(tmp_path / "t.h5"),
+                              "--report", str(tmp_path / "report"), "--threads", "1", "--json"])
+    captured = capsys.readouterr()
+    assert code == register_cli.EXIT_OUTPUT, captured.err[-2000:]
+    report = json.loads(captured.out)
+    assert report["outputs"] == {"transform": str(tmp_path / "t.h5")}
+    assert any(w.startswith("report not written: cannot write") for w in report["warnings"])
+    written = sitk.ReadTransform(str(tmp_path / "t.h5"))
+    assert p95_distance(matrix_from_sitk(written), reference_ct_to_mr, ct_object_points) < 5.0
+    assert files_in(tmp_path) == ["t.h5"]

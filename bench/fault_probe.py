@@ -1,0 +1,218 @@
+"""Fault probe: run `ctmr-register` and `ctmr-qa` on the catalogue of hostile-but-fair inputs of issue 15 and
+print one row per probe: exit code (and the one expected), whether any output or partial file was left,
+whether the inputs are unchanged, and the first line of the error or warning. The next probe run starts
+from this table.
+
+Most probes fail before any registration (seconds each); --slow adds those that register the bundled 2 mm
+pair: a full device after the registration, SIGTERM and SIGINT while elastix runs, a fixed CT stored as
+floats in [0, 1], and a normal run as the baseline.
+
+    PYTHONPATH=CTMRRegistration python bench/fault_probe.py [--slow]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from CTMRRegistrationLib.core import resources
+from CTMRRegistrationLib.elastix.parameters import format_parameter_map, read_parameter_file
+
+CT, MR = resources.sample_ct_path(), resources.sample_mr_path()
+FAST = ["--init", "none", "--bias-correction", "off", "--no-qa", "--threads", "1"]
+LIBRARY = str(Path(__file__).resolve().parents[1] / "CTMRRegistration")
+
+
+def _image(kind: str, folder: Path) -> Path:
+    """A damaged or unusual copy of the bundled CT."""
+    ct = sitk.ReadImage(str(CT))
+    if kind in ("truncated", "corrupt"):
+        data = bytearray(CT.read_bytes())
+        data = data[: int(len(data) * 0.9)] if kind == "truncated" else data
+        if kind == "corrupt":
+            data[len(data) // 2] ^= 0xFF
+        (folder / f"{kind}.nii.gz").write_bytes(bytes(data))
+        return folder / f"{kind}.nii.gz"
+    floats = sitk.Cast(ct, sitk.sitkFloat32)
+    direction = np.asarray(ct.GetDirection()).reshape(3, 3)
+    sheared = direction.copy()
+    sheared[:, 1] = direction[:, 1] + 0.3 * direction[:, 0]
+    sheared[:, 1] /= np.linalg.norm(sheared[:, 1])
+    images = {
+        "nan.nii.gz": lambda: _set(floats, float("nan")), "inf.mha": lambda: _set(floats, float("inf")),
+        "4d.nii.gz": lambda: sitk.JoinSeries([ct, ct]),
+        "rgb.nrrd": lambda: sitk.Compose([sitk.Cast(ct[:, :, 50:80], sitk.sitkUInt8)] * 3),
+        "3slices.nii.gz": lambda: ct[:, :, 60:63], "coarse.nii.gz": lambda: _header(ct, spacing=[100.0] * 3),
+        "sheared.nrrd": lambda: _header(ct, direction=sheared.ravel().tolist()),
+        "unit.nrrd": lambda: sitk.RescaleIntensity(floats, 0.0, 1.0),
+    }
+    name = next(name for name in images if name.startswith(kind))
+    sitk.WriteImage(images[name](), str(folder / name))
+    return folder / name
+
+
+def _set(image: sitk.Image, value: float) -> sitk.Image:
+    image = sitk.Image(image)
+    image[50, 50, 60] = value
+    return image
+
+
+def _header(image: sitk.Image, **changes) -> sitk.Image:
+    image = sitk.Image(image)
+    if "spacing" in changes:
+        image.SetSpacing(changes["spacing"])
+    if "direction" in changes:
+        image.SetDirection(changes["direction"])
+    return image
+
+
+def _preset(folder: Path, name: str, **changes) -> Path:
+    parameters = read_parameter_file(resources.parameter_file("Rigid")) | changes
+    (folder / name).write_text(format_parameter_map(parameters))
+    return folder / name
+
+
+def _probes(folder: Path, slow: bool) -> list[tuple[str, list, int, dict]]:
+    """(name, arguments, expected exit, options) per probe; options: tool, signal, full_device."""
+    out = folder / "out"
+    base = ["--fixed", CT, "--moving", MR, "--output-transform", out / "t.h5"]
+    probes = [
+        ("output volume = fixed input", ["--fixed", folder / "ct.nii.gz", "--moving", MR, "--output-transform",
+                                         out / "t.h5", "--output-volume", folder / "ct.nii.gz"], 2, {}),
+        ("output volume .png", base + ["--output-volume", out / "v.png"], 2, {}),
+        ("output transform is a folder", base[:-1] + [folder / "folder.h5"], 2, {}),
+        ("output transform -> /dev/full", base[:-1] + [folder / "full.tfm"], 2, {}),
+        ("report folder under a file", base + ["--report", folder / "file.txt" / "r"], 2, {}),
+        ("output on a full device", base[:-1] + [folder / "device" / "t.h5"], 2, {"full_device": "64k"}),
+    ]
+    probes += [(f"fixed {kind}", ["--fixed", _image(kind, folder)] + base[2:] + FAST, 2, {})
+               for kind in ("truncated", "corrupt", "nan", "inf", "4d", "rgb", "3slices", "coarse", "sheared")]
+    probes += [
+        ("preset iterations -5", base + ["--preset", _preset(folder, "iterations.txt",
+                                                             MaximumNumberOfIterations=["-5", "-5"])] + FAST, 2, {}),
+        ("preset unknown metric", base + ["--preset", _preset(folder, "metric.txt", Metric=["NoSuchMetric"])] + FAST,
+         2, {}),
+        ("preset binary file", base + ["--preset", folder / "binary.txt"], 2, {}),
+        ("--elastix /bin/false", base + ["--elastix", "/bin/false"] + FAST, 1, {}),
+        ("qa: 2-D transform", ["--fixed", CT, "--moving", MR, "--transform", folder / "flat.tfm"], 2, {"tool": "qa"}),
+        ("qa: report under a file", ["--fixed", CT, "--moving", MR, "--transform",
+                                     resources.sample_reference_transform_path(), "--report",
+                                     folder / "file.txt" / "r"], 2, {"tool": "qa"}),
+    ]
+    if slow:
+        probes += [
+            ("baseline (2 mm pair)", base + FAST, 0, {}),
+            ("full device after registration", ["--fixed", CT, "--moving", MR, "--output-transform",
+                                                folder / "device" / "t.h5", "--output-volume",
+                                                folder / "device" / "v.nii"] + FAST, 4,
+             {"full_device": "4m", "leave_kib": 1500}),
+            ("SIGTERM during elastix", base + ["--output-volume", out / "v.nrrd"] + FAST, 143,
+             {"signal": (signal.SIGTERM, "rigid registration")}),
+            ("SIGINT while masking", base + FAST, 130, {"signal": (signal.SIGINT, "masking")}),
+            ("fixed CT as floats in [0, 1]", ["--fixed", _image("unit", folder)] + base[2:] +
+             ["--no-qa", "--threads", "1"], 2, {}),
+        ]
+    return probes
+
+
+def _prepare(folder: Path) -> None:
+    (folder / "out").mkdir()
+    (folder / "device").mkdir()
+    (folder / "folder.h5").mkdir()
+    (folder / "full.tfm").symlink_to("/dev/full")
+    (folder / "file.txt").write_text("x")
+    (folder / "binary.txt").write_bytes(bytes(range(256)) * 4)
+    shutil.copy(CT, folder / "ct.nii.gz")
+    sitk.WriteTransform(sitk.Euler2DTransform(), str(folder / "flat.tfm"))
+
+
+def _run(arguments: list, options: dict, folder: Path) -> tuple[int, str]:
+    tool = "qa_cli" if options.get("tool") == "qa" else "register_cli"
+    command = [sys.executable, "-m", f"CTMRRegistrationLib.apps.{tool}", *map(str, arguments)]
+    environment = os.environ | {"PYTHONPATH": LIBRARY, "TMPDIR": str(folder / "tmp")}
+    if "full_device" in options:
+        device = folder / "device"
+        fill = (f"dd if=/dev/zero of={device}/filler bs=1k count=$(( $(df -k --output=avail {device} | tail -1) - "
+                f"{options.get('leave_kib', 0)} )) 2>/dev/null")
+        script = (f"mount -t tmpfs -o size={options['full_device']} none {device} && {fill}; \"$@\"; code=$?; "
+                  f"ls -A {device} | grep -v filler >&2; exit $code")
+        command = ["unshare", "-rm", "sh", "-c", script, "sh"] + command
+    if "signal" not in options:
+        done = subprocess.run(command, capture_output=True, text=True, env=environment)
+        return done.returncode, done.stderr
+    number, stage = options["signal"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
+    seen = []
+    for line in process.stderr:
+        seen.append(line)
+        if stage in line:
+            time.sleep(1.0)
+            process.send_signal(number)
+            break
+    _, rest = process.communicate()
+    return process.returncode, "".join(seen) + rest
+
+
+def _digest(paths: list[Path]) -> list[str]:
+    return [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths]
+
+
+def _message(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.startswith(("ctmr-register:", "ctmr-qa:"))]
+    if "Traceback" in stderr:
+        return "TRACEBACK: " + stderr.strip().splitlines()[-1]
+    return lines[-1].split(":", 1)[1].strip() if lines else (stderr.strip().splitlines() or [""])[-1]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--slow", action="store_true", help="add the probes that register the bundled pair")
+    args = parser.parse_args()
+    rows, good = [], 0
+    with tempfile.TemporaryDirectory(prefix="ctmr-fault-probe-") as root:
+        folder = Path(root)
+        _prepare(folder)
+        for name, arguments, expected, options in _probes(folder, args.slow):
+            if "full_device" in options and shutil.which("unshare") is None:
+                rows.append((name, "-", expected, "-", "-", "skipped: no unshare"))
+                continue
+            (folder / "tmp").mkdir()
+            inputs = [a for a in arguments if isinstance(a, Path) and a.is_file() and a.suffix != ".h5"]
+            before = _digest(inputs)
+            started = time.perf_counter()
+            code, stderr = _run(arguments, options, folder)
+            seconds = time.perf_counter() - started
+            left = sorted(p.name for p in (folder / "out").iterdir()) + sorted(
+                p.name for p in (folder / "tmp").iterdir())
+            if "full_device" in options:
+                left += [line.strip() for line in stderr.splitlines()[-3:] if line.strip() in ("t.h5", "v.nii")
+                         or line.strip().endswith(".partial")]
+            unchanged = _digest(inputs) == before
+            ok = code == expected and unchanged and "Traceback" not in stderr and (
+                code in (0, 4) or not [p for p in left if p not in ("t.h5",)])
+            good += ok
+            rows.append((name, code, expected, ",".join(left) or "none", "yes" if unchanged else "NO",
+                         f"{seconds:5.1f} s  {_message(stderr)}"))
+            shutil.rmtree(folder / "tmp")
+            for item in (folder / "out").iterdir():
+                item.unlink() if item.is_file() else shutil.rmtree(item)
+    print(f"{'probe':32} {'exit':>4} {'want':>4}  {'left':14} {'inputs':6}  message")
+    for name, code, expected, left, unchanged, message in rows:
+        print(f"{name:32} {code!s:>4} {expected!s:>4}  {left:14} {unchanged:6}  {message}")
+    print(f"\n{good} of {len(rows)} probes behave as expected")
+    return 0 if good == len(rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
