@@ -11,6 +11,7 @@ import SimpleITK as sitk
 from ..core.errors import Cancelled, InputError
 from ..core.imaging import guess_modality, resample_on_grid
 from ..core.masks import foreground_mask
+from ..core.output_files import write_folder_atomically
 from ..elastix.backends import choose_backend
 from ..qa.assess import QAOptions, QAResult, assess
 from ..qa.report import write_qa_report
@@ -170,8 +171,8 @@ class RegistrationLogic:
             qa_options = replace(qa_options, backend=options.backend)
             result.qa = self._assess(registration, fixed, moving, ground_truth, qa_options, progress, cancelled)
         if scene.report_directory is not None:
-            self.write_report(scene.report_directory, result, fixed, moving, fixed_node, moving_node,
-                              _report_parameters(options))
+            write_folder_atomically(scene.report_directory, lambda folder: self.write_report(
+                folder, result, fixed, moving, fixed_node, moving_node, _report_parameters(options)))
         if cancelled is not None and cancelled():
             raise Cancelled("registration cancelled")
         self._store(result, fixed, moving, fixed_node, moving_node, scene)
