@@ -298,7 +298,7 @@ class _StageRunner:
                 inputs.fixed, inputs.moving, [self.parameters[stage]],
                 initial_transform_map=linear_transform_map(matrix_from_sitk(initial), inputs.fixed),
                 fixed_mask=inputs.fixed_mask if self.options.use_masks else None,
-                moving_mask=inputs.moving_mask if self.options.use_masks else None,
+                moving_mask=inputs.moving_mask if self.options.use_masks and stage == "rigid" else None,
                 threads=self.options.threads,
             )
         maps = run_elastix(
