@@ -29,6 +29,7 @@ from ..elastix.transforms import compose, is_linear, linear_transform_map, sitk_
 from . import initialization
 from .bias_field import correct_bias_field
 from .common_region import common_region, crop_to_points
+from .stage_guard import EdgeCue, guard_stage
 
 if TYPE_CHECKING:
     from ..qa.assess import QAResult
@@ -58,6 +59,7 @@ class RegistrationOptions:
     fixed_modality: str | None = None
     moving_modality: str | None = None
     bias_correction: bool | None = None  # None: on for MR images
+    force_stages: bool = False  # keep affine/deformable results that the stage guard finds worse than the stage before
     cancelled: Callable[[], bool] | None = None
 
 
@@ -240,7 +242,7 @@ def register_images(
         inputs = inputs.swapped() if inputs is not None else None
     result.linear_transform = result.transform
     if "deformable" in parameters and result.status == "ok":
-        result.transform = stages.elastix("deformable", inputs, result.transform)
+        result.transform = stages.guarded("deformable", inputs, result.transform, result)
     result.seconds = time.perf_counter() - started
     _report(progress, 1.0, "done")
     return result
@@ -309,6 +311,12 @@ class _StageRunner:
         found = sitk_from_transform_map(maps[-1])
         return sitk.CompositeTransform([initial, found]) if stage == "deformable" else compose(initial, found)
 
+    def guarded(self, stage: str, inputs: _ElastixInputs, initial: sitk.Transform, result) -> sitk.Transform:
+        """Run `stage` from `initial`; keep its result only if the stage guard finds it better (or forced)."""
+        found = self.elastix(stage, inputs, initial)
+        cue = EdgeCue(inputs.fixed, inputs.moving, inputs.fixed_mask, inputs.moving_mask)
+        return guard_stage(stage, cue, initial, found, self.options.force_stages, result.metrics, result.warnings)
+
     def _deformable_job(self, inputs: _ElastixInputs, initial: sitk.Transform) -> ElastixJob:
         """The moving image resampled on the fixed grid; the fixed mask limited to where the moving image has
         data (outside it the resampled background would pull the B-spline). No moving mask: discarding
@@ -369,9 +377,10 @@ def _align_linear(fixed, moving, modalities, options, stages: _StageRunner, resu
                                            "moving": list(inputs.moving.GetSize())}
         stages.stop()
 
-    for stage in ("rigid", "affine"):
-        if stage in stages.parameters:
-            result.transform = stages.elastix(stage, inputs, result.transform)
+    if "rigid" in stages.parameters:
+        result.transform = stages.elastix("rigid", inputs, result.transform)
+    if "affine" in stages.parameters:
+        result.transform = stages.guarded("affine", inputs, result.transform, result)
 
     overlap = _mask_overlap_fraction(result.fixed_mask, result.moving_mask, matrix_from_sitk(result.transform))
     result.metrics["foreground_overlap"] = round(overlap, 4)

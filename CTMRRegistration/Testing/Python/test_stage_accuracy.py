@@ -1,0 +1,117 @@
+"""The affine and deformable stages against ground truth, and the stage guard.
+
+A known smooth warp (scaling like the phantom's plus a random B-spline, ground_truth.py) is applied to the
+bundled MR; registering the CT to the warped MR must recover the warp on top of the result for the original
+MR. The guard must discard a stage that worsens the alignment."""
+
+import shutil
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from ground_truth import synthetic_warp, warp_recovery_errors
+
+from CTMRRegistrationLib import RegistrationOptions, register_images
+from CTMRRegistrationLib.core import resources
+from CTMRRegistrationLib.elastix.parameters import read_parameter_file, write_parameter_file
+from CTMRRegistrationLib.qa.jacobian import jacobian_statistics
+from CTMRRegistrationLib.registration.stage_guard import EdgeCue, guard_stage
+
+needs_executable = pytest.mark.skipif(shutil.which("elastix") is None, reason="no elastix executable on PATH")
+FULL = ("rigid", "affine", "deformable")
+
+
+def _register(ct, mr, start, stages, **options):
+    return register_images(ct, mr, RegistrationOptions(initialization="none", initial_matrix=start, stages=stages,
+                                                       backend="elastix", threads=2, **options))
+
+
+@pytest.fixture(scope="module")
+def warp(sample_mr):
+    return synthetic_warp(sample_mr, "MR", seed=1)
+
+
+@pytest.fixture(scope="module")
+def recovered(sample_ct, sample_mr, reference_ct_to_mr, warp):
+    """Per stage set: (result on the original MR, result on the warped MR)."""
+    return {stages: (_register(sample_ct, sample_mr, reference_ct_to_mr, stages),
+                     _register(sample_ct, warp.deformed, reference_ct_to_mr, stages))
+            for stages in (("rigid",), FULL)}
+
+
+@pytest.mark.slow
+@needs_executable
+def test_deformable_stage_recovers_a_known_warp_that_rigid_cannot(recovered, warp, ct_object_points):
+    rigid = warp_recovery_errors(*(r.transform for r in recovered[("rigid",)]), warp, ct_object_points)
+    deformable = warp_recovery_errors(*(r.transform for r in recovered[FULL]), warp, ct_object_points)
+    assert np.percentile(rigid, 95) > 3.0, "the warp is too weak to tell the stages apart"
+    assert np.percentile(deformable, 95) < 1.5
+    assert all(r.deformable for r in recovered[FULL]), "the guard discarded a deformable stage that helped"
+
+
+@pytest.mark.slow
+@needs_executable
+def test_affine_stage_recovers_the_scaling_better_than_rigid(recovered, warp, ct_object_points):
+    rigid = warp_recovery_errors(*(r.transform for r in recovered[("rigid",)]), warp, ct_object_points)
+    affine = warp_recovery_errors(*(r.linear_transform for r in recovered[FULL]), warp, ct_object_points)
+    assert np.mean(affine) < np.mean(rigid) and np.percentile(affine, 95) < np.percentile(rigid, 95)
+
+
+@pytest.mark.slow
+@needs_executable
+def test_deformable_result_neither_folds_nor_tears(recovered, sample_ct):
+    from CTMRRegistrationLib.core.masks import ct_body_mask
+
+    for result in recovered[FULL]:
+        jacobian = jacobian_statistics(result.transform, sample_ct, ct_body_mask(sample_ct))
+        assert 0.5 < jacobian["jacobian_min"] and jacobian["jacobian_max"] < 2.0
+        assert jacobian["folding_percent"] == 0.0
+
+
+@pytest.mark.slow
+@needs_executable
+def test_guard_records_each_stage_it_kept(recovered):
+    for result in recovered[FULL]:
+        guard = result.metrics["stage_guard"]
+        assert guard.keys() == {"affine", "deformable"}
+        for stage in guard.values():
+            assert stage["kept"] and stage["edge_alignment_after"] > stage["edge_alignment_before"]
+        assert not any("discarded" in w for w in result.warnings)
+
+
+@pytest.mark.slow
+@needs_executable
+def test_guard_discards_an_affine_stage_that_worsens_the_result(sample_ct, sample_mr, reference_ct_to_mr,
+                                                                 ct_object_points, tmp_path):
+    """Mean squares is the wrong metric across modalities: the affine stage it drives moves the anatomy away."""
+    bad = read_parameter_file(resources.parameter_file("Affine"))
+    bad["Metric"] = ["AdvancedMeanSquares"]
+    write_parameter_file(bad, tmp_path / "bad_affine.txt")
+    presets = {"affine": tmp_path / "bad_affine.txt"}
+    guarded = _register(sample_ct, sample_mr, reference_ct_to_mr, ("rigid", "affine"), presets=presets)
+    forced = _register(sample_ct, sample_mr, reference_ct_to_mr, ("rigid", "affine"), presets=presets,
+                       force_stages=True)
+    rigid_points = np.array([guarded.transform.TransformPoint(p.tolist()) for p in ct_object_points])
+    forced_points = np.array([forced.transform.TransformPoint(p.tolist()) for p in ct_object_points])
+    assert np.percentile(np.linalg.norm(forced_points - rigid_points, axis=1), 95) > 3.0, "the bad preset did no harm"
+    assert guarded.metrics["stage_guard"]["affine"]["kept"] is False
+    assert any("affine stage was discarded" in w for w in guarded.warnings)
+    assert forced.metrics["stage_guard"]["affine"] == {**guarded.metrics["stage_guard"]["affine"], "kept": True,
+                                                        "forced": True}
+
+
+def test_edge_cue_peaks_at_the_alignment_and_guard_keeps_the_better_transform(sample_ct, sample_mr,
+                                                                               reference_ct_to_mr):
+    from CTMRRegistrationLib.core.geometry import sitk_from_matrix
+
+    cue = EdgeCue(sample_ct, sample_mr)
+    aligned = sitk_from_matrix(reference_ct_to_mr)
+    moved = reference_ct_to_mr.copy()
+    moved[:3, 3] += (4.0, 0.0, 0.0)
+    shifted = sitk_from_matrix(moved)
+    assert cue.score(aligned) > 1.1 * cue.score(shifted)
+    metrics, warnings = {}, []
+    assert guard_stage("affine", cue, aligned, shifted, False, metrics, warnings) is aligned
+    assert metrics["stage_guard"]["affine"]["kept"] is False and len(warnings) == 1
+    assert guard_stage("affine", cue, shifted, aligned, False, metrics, warnings) is aligned
+    assert metrics["stage_guard"]["affine"]["kept"] is True and len(warnings) == 1
