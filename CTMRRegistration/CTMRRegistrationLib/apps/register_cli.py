@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="register even when the moving image looks mirrored (the result then reflects)")
     parser.add_argument("--stages", default="rigid", help="elastix stages in order: rigid, rigid,affine or "
                         "rigid,affine,deformable (default: rigid)")
+    parser.add_argument("--force-stages", action="store_true",
+                        help="keep the affine/deformable results even when the stage guard finds that they align "
+                        "edges worse than the stage before")
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="elastix executable, the itk-elastix wheel, or auto: an executable when one is found")
     parser.add_argument("--preset", type=Path, action="append", default=[],
@@ -155,7 +158,7 @@ def register_files(args) -> tuple[RegistrationResult, dict]:
         add_mask_nodes=bool(args.output_masks), output_volume_node=resampled_node, grid_transform=args.grid_transform,
         initialization=args.init, use_masks=not args.no_masks, accept_mirror=args.accept_mirror,
         stages=tuple(s.strip() for s in args.stages.split(",") if s.strip()), presets=_presets(args.preset),
-        backend=args.backend, elastix_executable=args.elastix, threads=args.threads,
+        backend=args.backend, elastix_executable=args.elastix, threads=args.threads, force_stages=args.force_stages,
         bias_correction={"auto": None, "on": True, "off": False}[args.bias_correction],
         fixed_modality=args.fixed_modality, moving_modality=args.moving_modality,
         qa=not args.no_qa, report_directory=args.report, **landmarks, **ground_truth,
