@@ -4,7 +4,9 @@ A known smooth warp (scaling like the phantom's plus a random B-spline, ground_t
 bundled MR; registering the CT to the warped MR must recover the warp on top of the result for the original
 MR. The guard must discard a stage that worsens the alignment."""
 
+import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +22,7 @@ from CTMRRegistrationLib.registration.stage_guard import EdgeCue, guard_stage
 
 needs_executable = pytest.mark.skipif(shutil.which("elastix") is None, reason="no elastix executable on PATH")
 FULL = ("rigid", "affine", "deformable")
+AIR_POCKETS = Path(__file__).resolve().parents[1] / "Data" / "porcine_air_pockets.json"  # bench/porcine_landmarks.py
 
 
 def _register(ct, mr, start, stages, **options):
@@ -58,6 +61,23 @@ def test_affine_stage_recovers_the_scaling_better_than_rigid(recovered, warp, ct
     rigid = warp_recovery_errors(*(r.transform for r in recovered[("rigid",)]), warp, ct_object_points)
     affine = warp_recovery_errors(*(r.transform for r in recovered[("rigid", "affine")]), warp, ct_object_points)
     assert np.mean(affine) < np.mean(rigid) and np.percentile(affine, 95) < np.percentile(rigid, 95)
+
+
+@pytest.mark.slow
+@needs_executable
+def test_each_kept_stage_lowers_the_error_on_the_phantom_air_pockets(recovered):
+    """Air pockets located independently in the phantom's CT and MR: the guarded affine stage is no worse than
+    rigid (on this pair the guard discards it) and the deformable stage lowers the mean TRE further."""
+    pairs = json.loads(AIR_POCKETS.read_text())
+    ct_points, mr_points = np.array(pairs["ct_points_lps"]), np.array(pairs["mr_points_lps"])
+
+    def mean_tre(transform):
+        return np.linalg.norm([np.subtract(transform.TransformPoint(p.tolist()), q)
+                               for p, q in zip(ct_points, mr_points)], axis=1).mean()
+
+    rigid, full = recovered[("rigid",)][0], recovered[FULL][0]
+    assert mean_tre(full.linear_transform) <= mean_tre(rigid.transform) + 0.01
+    assert mean_tre(full.transform) < mean_tre(full.linear_transform)
 
 
 @pytest.mark.slow
