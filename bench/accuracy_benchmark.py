@@ -188,8 +188,7 @@ def phantom(runner: Runner, work: Path, full_resolution: bool) -> dict:
         warp = synthetic_warp(mr, "MR", seed)
         warped = runner.all_rows(Path(ct_path), _write(move_header(warp.deformed, header), work / "warped.nii"),
                                  f"phantom-warp{seed}")
-        inverse = np.linalg.inv(header)
-        back = lambda p, w=warp: transform_points(header, w.map_back(transform_points(inverse, p)))  # noqa: E731
+        back = lambda p, w=warp: transform_points(header, w.map_back(transform_points(np.linalg.inv(header), p)))  # noqa: E731
         results[f"phantom synthetic warp {seed} (mm)"] = warp_rows(rows, warped, back, points)
     return results, rows
 
@@ -222,7 +221,8 @@ def _print_table(title: str, table: dict) -> None:
         if values is None:
             print(f"  {name:42s} failed")
         elif "dice" in values:
-            print(f"  {name:42s} Dice {values['dice']:.3f}  HD95 {values['hd95_mm'] or float('nan'):6.2f} mm")
+            hd95 = values["hd95_mm"] if values["hd95_mm"] is not None else float("nan")
+            print(f"  {name:42s} Dice {values['dice']:.3f}  HD95 {hd95:6.2f} mm")
         else:
             print(f"  {name:42s} mean {values['mean']:5.2f}  median {values['median']:5.2f}  p95 {values['p95']:5.2f}"
                   f"  max {values['max']:5.2f}")

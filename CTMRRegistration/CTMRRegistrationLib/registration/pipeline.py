@@ -315,7 +315,8 @@ class _StageRunner:
         """Run `stage` from `initial`; keep its result only if the stage guard finds it better (or forced)."""
         found = self.elastix(stage, inputs, initial)
         cue = EdgeCue(inputs.fixed, inputs.moving, inputs.fixed_mask, inputs.moving_mask)
-        return guard_stage(stage, cue, initial, found, self.options.force_stages, result.metrics, result.warnings)
+        return guard_stage(stage, cue, initial, found, self.options.force_stages, result.metrics, result.warnings,
+                           inputs.fixed_mask)
 
     def _deformable_job(self, inputs: _ElastixInputs, initial: sitk.Transform) -> ElastixJob:
         """The moving image resampled on the fixed grid; the fixed mask limited to where the moving image has
