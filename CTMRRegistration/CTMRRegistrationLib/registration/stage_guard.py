@@ -96,10 +96,11 @@ def jacobian_range(transform: sitk.Transform, fixed: sitk.Image, mask: sitk.Imag
     size = [int(np.ceil(e / spacing)) + 1 for e in high - low]
     field = sitk.TransformToDisplacementField(transform, sitk.sitkVectorFloat64, size, low.tolist(), [spacing] * 3)
     determinant = sitk.DisplacementFieldJacobianDeterminant(field)
-    inside = np.ones(size[::-1], bool)
+    inside = np.zeros(size[::-1], bool)
+    inside[1:-1, 1:-1, 1:-1] = True  # the outer layer has one-sided derivatives
     if mask is not None:
-        inside = sitk.GetArrayViewFromImage(sitk.Resample(mask, determinant, sitk.Transform(),
-                                                          sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)) > 0
+        inside &= sitk.GetArrayViewFromImage(sitk.Resample(mask, determinant, sitk.Transform(),
+                                                           sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)) > 0
     values = sitk.GetArrayViewFromImage(determinant)[inside]
     return (float(values.min()), float(values.max())) if values.size else (1.0, 1.0)
 

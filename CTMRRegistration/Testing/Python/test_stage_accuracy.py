@@ -5,11 +5,14 @@ bundled MR; registering the CT to the warped MR must recover the warp on top of 
 MR. The guard must discard a stage that worsens the alignment."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
+from conftest import move_header, rigid_pose
 from ground_truth import synthetic_warp, warp_recovery_errors
 
 from CTMRRegistrationLib import RegistrationOptions, register_images
@@ -18,11 +21,22 @@ from CTMRRegistrationLib.core.geometry import sitk_from_matrix
 from CTMRRegistrationLib.core.masks import ct_body_mask, foreground_mask
 from CTMRRegistrationLib.elastix.parameters import read_parameter_file, write_parameter_file
 from CTMRRegistrationLib.qa.jacobian import jacobian_statistics
+from CTMRRegistrationLib.qa.segmentation_metrics import overlap_metrics
 from CTMRRegistrationLib.registration.stage_guard import EdgeCue, guard_stage
 
 needs_executable = pytest.mark.skipif(shutil.which("elastix") is None, reason="no elastix executable on PATH")
 FULL = ("rigid", "affine", "deformable")
+REPOSITORY = Path(__file__).resolve().parents[3]
 AIR_POCKETS = Path(__file__).resolve().parents[1] / "Data" / "porcine_air_pockets.json"  # bench/porcine_landmarks.py
+
+
+def _shared(name: str) -> Path | None:
+    """../shared/data/`name`, or beside (or inside) $CTMR_SHARED_DATA; None when absent."""
+    places = [REPOSITORY.parent / "shared" / "data" / name]
+    if os.environ.get("CTMR_SHARED_DATA"):
+        root = Path(os.environ["CTMR_SHARED_DATA"])
+        places = [root / name, root.parent / name] + places
+    return next((place for place in places if place.is_dir()), None)
 
 
 def _register(ct, mr, start, stages, **options):
@@ -96,7 +110,8 @@ def test_guard_records_its_decisions_and_warns_of_each_discarded_stage(recovered
         guard = result.metrics["stage_guard"]
         assert guard.keys() == {"affine", "deformable"}
         for name, stage in guard.items():
-            assert stage["kept"] == (stage["edge_alignment_after"] > stage["edge_alignment_before"])
+            plausible = 0.5 < stage.get("jacobian_min", 1.0) <= stage.get("jacobian_max", 1.0) < 2.0
+            assert stage["kept"] == (stage["edge_alignment_after"] > stage["edge_alignment_before"] and plausible)
             assert any(f"{name} stage was discarded" in w for w in result.warnings) != stage["kept"]
         assert guard["deformable"]["kept"] and result.deformable
 
@@ -137,3 +152,31 @@ def test_edge_cue_drops_when_the_images_are_shifted_and_guard_keeps_the_better_t
     assert guard_stage("affine", cue, moved, aligned, False, metrics, warnings) is aligned
     assert metrics["stage_guard"]["affine"]["kept"] is True and len(warnings) == 1
     assert guard_stage("affine", cue, aligned, moved, True, metrics, warnings) is moved
+    squeezed = sitk.CompositeTransform([aligned, sitk.ScaleTransform(3, [0.6, 0.6, 0.6])])
+    assert guard_stage("deformable", cue, aligned, squeezed, False, metrics, warnings) is aligned
+    assert metrics["stage_guard"]["deformable"]["jacobian_min"] == pytest.approx(0.216, abs=0.01)
+    assert "Jacobian determinant spans" in warnings[-1]
+
+
+@pytest.mark.slow
+@needs_executable
+def test_deformable_stage_does_not_lower_the_thigh_tumour_dice():
+    """STS_003 (sts-thigh): CT and MR aligned by the dataset's makers, tumour outlined in both; the MR header is
+    moved by a small pose. Unguarded, the deformable stage squeezed the CT object into the MR's partial view
+    (Jacobian down to 0.09, tumour Dice 0.87 -> 0.73): the guard must keep the tumour where rigid put it."""
+    folder = _shared("sts-thigh")
+    if folder is None:
+        pytest.skip("no ../shared/data/sts-thigh")
+    read = lambda part: sitk.ReadImage(str(folder / "STS_003" / part / "nifti" / "image" / "image.nii.gz"))  # noqa: E731
+    mask = lambda part: sitk.ReadImage(str(folder / "STS_003" / part / "nifti" / "mask" / "mask.nii.gz")) > 0  # noqa: E731
+    ct, mr, ct_tumour, mr_tumour = read("CT"), read("MR_T1"), mask("CT"), mask("MR_T1")
+    centre = mr.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in mr.GetSize()])
+    pose = rigid_pose((2.0, -3.0, 2.5), (4.0, -3.0, 3.0), centre=centre)
+    mr, mr_tumour = move_header(mr, pose), move_header(mr_tumour, pose)
+    dice = {}
+    for stages in (("rigid",), FULL):
+        result = _register(ct, mr, np.eye(4), stages)
+        dice[stages] = overlap_metrics(ct_tumour, sitk.Resample(mr_tumour, ct, result.transform,
+                                                                sitk.sitkNearestNeighbor, 0))["dice"]
+    assert dice[("rigid",)] > 0.8
+    assert dice[FULL] >= dice[("rigid",)] - 0.005
