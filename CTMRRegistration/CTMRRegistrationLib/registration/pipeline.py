@@ -314,9 +314,12 @@ class _StageRunner:
     def guarded(self, stage: str, inputs: _ElastixInputs, initial: sitk.Transform, result) -> sitk.Transform:
         """Run `stage` from `initial`; keep its result only if the stage guard finds it better (or forced)."""
         found = self.elastix(stage, inputs, initial)
+        self.start(f"{stage}_guard", self.spans[stage][1], f"checking the {stage} result")
         cue = EdgeCue(inputs.fixed, inputs.moving, inputs.fixed_mask, inputs.moving_mask)
-        return guard_stage(stage, cue, initial, found, self.options.force_stages, result.metrics, result.warnings,
+        kept = guard_stage(stage, cue, initial, found, self.options.force_stages, result.metrics, result.warnings,
                            inputs.fixed_mask)
+        self.stop()
+        return kept
 
     def _deformable_job(self, inputs: _ElastixInputs, initial: sitk.Transform) -> ElastixJob:
         """The moving image resampled on the fixed grid; the fixed mask limited to where the moving image has
