@@ -3,7 +3,8 @@
 Checks, working resolution, foreground masks, global initialisation (with the mirror check), MR
 bias-field correction, common-region crop, then the elastix stages rigid -> affine -> deformable (each
 optional) with masks, and an overlap check. Each stage starts from the previous stage's fixed->moving
-transform and is timed in `stage_seconds`.
+transform and is timed in `stage_seconds`; an affine or deformable result is kept only when the stage guard
+(stage_guard.py) finds it better than the previous one, or when `force_stages` is set.
 """
 
 from __future__ import annotations
@@ -300,6 +301,7 @@ class _StageRunner:
                 inputs.fixed, inputs.moving, [self.parameters[stage]],
                 initial_transform_map=linear_transform_map(matrix_from_sitk(initial), inputs.fixed),
                 fixed_mask=inputs.fixed_mask if self.options.use_masks else None,
+                # an affine stage with a moving mask inflates the object (samples that leave the mask are dropped)
                 moving_mask=inputs.moving_mask if self.options.use_masks and stage == "rigid" else None,
                 threads=self.options.threads,
             )
@@ -316,10 +318,10 @@ class _StageRunner:
         found = self.elastix(stage, inputs, initial)
         self.start(f"{stage}_guard", self.spans[stage][1], f"checking the {stage} result")
         cue = EdgeCue(inputs.fixed, inputs.moving, inputs.fixed_mask, inputs.moving_mask)
-        kept = guard_stage(stage, cue, initial, found, self.options.force_stages, result.metrics, result.warnings,
-                           inputs.fixed_mask)
+        chosen = guard_stage(stage, cue, initial, found, self.options.force_stages, result.metrics, result.warnings,
+                             inputs.fixed_mask)
         self.stop()
-        return kept
+        return chosen
 
     def _deformable_job(self, inputs: _ElastixInputs, initial: sitk.Transform) -> ElastixJob:
         """The moving image resampled on the fixed grid; the fixed mask limited to where the moving image has
