@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="register even when the moving image looks mirrored (the result then reflects)")
     parser.add_argument("--stages", default="rigid", help="elastix stages in order: rigid, rigid,affine or "
                         "rigid,affine,deformable (default: rigid)")
+    parser.add_argument("--force-stages", action="store_true",
+                        help="keep the affine/deformable results even when the stage guard finds that they align "
+                        "edges worse than the stage before")
     arguments.add_elastix(parser)
     parser.add_argument("--preset", type=Path, action="append", default=[],
                         help="elastix parameter file replacing the bundled one of the stage its Transform names "
@@ -164,6 +167,7 @@ def register_files(args) -> tuple[SceneRegistrationResult, dict, list[str]]:
         stages=tuple(s.strip() for s in args.stages.split(",") if s.strip()), presets=_presets(args.preset),
         backend=backend, threads=args.threads, bias_correction=BIAS_CORRECTIONS[args.bias_correction],
         fixed_modality=args.fixed_modality, moving_modality=args.moving_modality, mask_mode=args.mask_mode,
+        force_stages=args.force_stages,
     )
     result = logic.register(
         fixed_node, moving_node, progress=_ProgressPrinter(), apply_to_moving=False,

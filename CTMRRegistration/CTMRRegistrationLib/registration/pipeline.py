@@ -3,7 +3,8 @@
 Checks, working resolution, foreground masks, global initialisation (with the mirror check), MR
 bias-field correction, common-region crop, then the elastix stages rigid -> affine -> deformable (each
 optional) with masks, and an overlap check. Each stage starts from the previous stage's fixed->moving
-transform and is timed in `stage_seconds`.
+transform and is timed in `stage_seconds`; an affine or deformable result is kept only when the stage guard
+(stage_guard.py) finds it better than the previous one, or when `force_stages` is set.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ..elastix.transforms import compose, is_linear, linear_transform_map, sitk_
 from . import initialization, input_checks
 from .bias_field import correct_bias_field
 from .common_region import crop_boxes, crop_to_points
+from .stage_guard import EdgeCue, guard_stage
 from .user_masks import check_user_masks, combine_masks
 
 ProgressCallback = Callable[[float, str], None]
@@ -62,6 +64,7 @@ class RegistrationOptions:
     fixed_mask: sitk.Image | None = None  # user masks (non-zero inside), combined with the automatic ones by mask_mode
     moving_mask: sitk.Image | None = None
     mask_mode: str = "intersect"  # intersect: automatic AND user mask; replace: the user mask alone
+    force_stages: bool = False  # keep affine/deformable results that the stage guard finds worse than the stage before
 
 
 @dataclass
@@ -248,7 +251,7 @@ def register_images(
         result.crop_region = physical_corners(inputs.fixed, faces=True)
     result.linear_transform = result.transform
     if "deformable" in parameters and result.status == "ok":
-        result.transform = stages.elastix("deformable", inputs, result.transform)
+        result.transform = stages.guarded("deformable", inputs, result.transform, result)
     result.seconds = time.perf_counter() - started
     _report(progress, 1.0, "done")
     return result
@@ -307,7 +310,8 @@ class _StageRunner:
                 inputs.fixed, inputs.moving, [self.parameters[stage]],
                 initial_transform_map=linear_transform_map(matrix_from_sitk(initial), inputs.fixed),
                 fixed_mask=inputs.fixed_mask if self.options.use_masks else None,
-                moving_mask=inputs.moving_mask if self.options.use_masks else None,
+                # an affine stage with a moving mask inflates the object (samples that leave the mask are dropped)
+                moving_mask=inputs.moving_mask if self.options.use_masks and stage == "rigid" else None,
                 threads=self.options.threads,
             )
         maps = self.backend.run(
@@ -317,6 +321,16 @@ class _StageRunner:
         self.stop()
         found = sitk_from_transform_map(maps[-1])
         return sitk.CompositeTransform([initial, found]) if stage == "deformable" else compose(initial, found)
+
+    def guarded(self, stage: str, inputs: _ElastixInputs, initial: sitk.Transform, result) -> sitk.Transform:
+        """Run `stage` from `initial`; keep its result only if the stage guard finds it better (or forced)."""
+        found = self.elastix(stage, inputs, initial)
+        self.start(f"{stage}_guard", self.spans[stage][1], f"checking the {stage} result")
+        cue = EdgeCue(inputs.fixed, inputs.moving, inputs.fixed_mask, inputs.moving_mask)
+        chosen = guard_stage(stage, cue, initial, found, self.options.force_stages, result.metrics, result.warnings,
+                             inputs.fixed_mask)
+        self.stop()
+        return chosen
 
     def _deformable_job(self, inputs: _ElastixInputs, initial: sitk.Transform) -> ElastixJob:
         """The moving image resampled on the fixed grid; the fixed mask limited to where the moving image has
@@ -378,9 +392,10 @@ def _align_linear(fixed, moving, modalities, options, stages: _StageRunner, resu
                                            "moving": list(inputs.moving.GetSize())}
         stages.stop()
 
-    for stage in ("rigid", "affine"):
-        if stage in stages.parameters:
-            result.transform = stages.elastix(stage, inputs, result.transform)
+    if "rigid" in stages.parameters:
+        result.transform = stages.elastix("rigid", inputs, result.transform)
+    if "affine" in stages.parameters:
+        result.transform = stages.guarded("affine", inputs, result.transform, result)
 
     overlap = _mask_overlap_fraction(result.fixed_mask, result.moving_mask, matrix_from_sitk(result.transform))
     result.metrics["foreground_overlap"] = round(overlap, 4)

@@ -1,0 +1,182 @@
+"""The affine and deformable stages against ground truth, and the stage guard.
+
+A known smooth warp (scaling like the phantom's plus a random B-spline, ground_truth.py) is applied to the
+bundled MR; registering the CT to the warped MR must recover the warp on top of the result for the original
+MR. The guard must discard a stage that worsens the alignment."""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from conftest import move_header, rigid_pose
+from ground_truth import synthetic_warp, warp_recovery_errors
+
+from CTMRRegistrationLib import RegistrationOptions, register_images
+from CTMRRegistrationLib.core import resources
+from CTMRRegistrationLib.core.geometry import sitk_from_matrix
+from CTMRRegistrationLib.core.masks import ct_body_mask, foreground_mask
+from CTMRRegistrationLib.elastix.parameters import read_parameter_file, write_parameter_file
+from CTMRRegistrationLib.qa.jacobian import jacobian_statistics
+from CTMRRegistrationLib.qa.segmentation_metrics import overlap_metrics
+from CTMRRegistrationLib.registration.stage_guard import EdgeCue, guard_stage
+
+needs_executable = pytest.mark.skipif(shutil.which("elastix") is None, reason="no elastix executable on PATH")
+FULL = ("rigid", "affine", "deformable")
+REPOSITORY = Path(__file__).resolve().parents[3]
+AIR_POCKETS = Path(__file__).resolve().parents[1] / "Data" / "porcine_air_pockets.json"  # bench/porcine_landmarks.py
+
+
+def _shared(name: str) -> Path | None:
+    """../shared/data/`name`, or beside (or inside) $CTMR_SHARED_DATA; None when absent."""
+    places = [REPOSITORY.parent / "shared" / "data" / name]
+    if os.environ.get("CTMR_SHARED_DATA"):
+        root = Path(os.environ["CTMR_SHARED_DATA"])
+        places = [root / name, root.parent / name] + places
+    return next((place for place in places if place.is_dir()), None)
+
+
+def _register(ct, mr, start, stages, **options):
+    return register_images(ct, mr, RegistrationOptions(initialization="none", initial_matrix=start, stages=stages,
+                                                       backend="elastix", threads=2, **options))
+
+
+@pytest.fixture(scope="module")
+def warp(sample_mr):
+    return synthetic_warp(sample_mr, "MR", seed=1)
+
+
+@pytest.fixture(scope="module")
+def recovered(sample_ct, sample_mr, reference_ct_to_mr, warp):
+    """Per stage set: (result on the original MR, result on the warped MR); the affine stage alone is forced
+    past the guard, to measure the stage itself."""
+    runs = {("rigid",): {}, ("rigid", "affine"): {"force_stages": True}, FULL: {}}
+    return {stages: tuple(_register(sample_ct, mr, reference_ct_to_mr, stages, **options)
+                          for mr in (sample_mr, warp.deformed))
+            for stages, options in runs.items()}
+
+
+@pytest.mark.slow
+@needs_executable
+def test_deformable_stage_recovers_a_known_warp_that_rigid_cannot(recovered, warp, ct_object_points):
+    rigid = warp_recovery_errors(*(r.transform for r in recovered[("rigid",)]), warp, ct_object_points)
+    deformable = warp_recovery_errors(*(r.transform for r in recovered[FULL]), warp, ct_object_points)
+    assert np.percentile(rigid, 95) > 3.0, "the warp is too weak to tell the stages apart"
+    assert np.percentile(deformable, 95) < 1.5
+    assert all(r.deformable for r in recovered[FULL]), "the guard discarded a deformable stage that helped"
+
+
+@pytest.mark.slow
+@needs_executable
+def test_affine_stage_recovers_the_scaling_better_than_rigid(recovered, warp, ct_object_points):
+    rigid = warp_recovery_errors(*(r.transform for r in recovered[("rigid",)]), warp, ct_object_points)
+    affine = warp_recovery_errors(*(r.transform for r in recovered[("rigid", "affine")]), warp, ct_object_points)
+    assert np.mean(affine) < np.mean(rigid) and np.percentile(affine, 95) < np.percentile(rigid, 95)
+
+
+@pytest.mark.slow
+@needs_executable
+def test_each_kept_stage_lowers_the_error_on_the_phantom_air_pockets(recovered):
+    """Air pockets located independently in the phantom's CT and MR: the guarded affine stage is no worse than
+    rigid (on this pair the guard discards it) and the deformable stage lowers the mean TRE further."""
+    pairs = json.loads(AIR_POCKETS.read_text())
+    ct_points, mr_points = np.array(pairs["ct_points_lps"]), np.array(pairs["mr_points_lps"])
+
+    def mean_tre(transform):
+        return np.linalg.norm([np.subtract(transform.TransformPoint(p.tolist()), q)
+                               for p, q in zip(ct_points, mr_points)], axis=1).mean()
+
+    rigid, full = recovered[("rigid",)][0], recovered[FULL][0]
+    assert mean_tre(full.linear_transform) <= mean_tre(rigid.transform) + 0.01
+    assert mean_tre(full.transform) < mean_tre(full.linear_transform)
+
+
+@pytest.mark.slow
+@needs_executable
+def test_deformable_result_neither_folds_nor_tears(recovered, sample_ct):
+    for result in recovered[FULL]:
+        jacobian = jacobian_statistics(result.transform, sample_ct, ct_body_mask(sample_ct))
+        assert 0.5 < jacobian["jacobian_min"] and jacobian["jacobian_max"] < 2.0
+        assert jacobian["folding_percent"] == 0.0
+
+
+@pytest.mark.slow
+@needs_executable
+def test_guard_records_its_decisions_and_warns_of_each_discarded_stage(recovered):
+    for result in recovered[FULL]:
+        guard = result.metrics["stage_guard"]
+        assert guard.keys() == {"affine", "deformable"}
+        for name, stage in guard.items():
+            plausible = 0.5 < stage.get("jacobian_min", 1.0) <= stage.get("jacobian_max", 1.0) < 2.0
+            assert stage["kept"] == (stage["edge_alignment_after"] > stage["edge_alignment_before"] and plausible)
+            assert any(f"{name} stage was discarded" in w for w in result.warnings) != stage["kept"]
+        assert guard["deformable"]["kept"] and result.deformable
+
+
+@pytest.mark.slow
+@needs_executable
+def test_guard_discards_an_affine_stage_that_worsens_the_result(sample_ct, sample_mr, reference_ct_to_mr,
+                                                                 ct_object_points, tmp_path):
+    """Correlation is the wrong metric across modalities: the affine stage it drives moves the anatomy away."""
+    bad = read_parameter_file(resources.parameter_file("Affine"))
+    bad["Metric"] = ["AdvancedNormalizedCorrelation"]
+    write_parameter_file(bad, tmp_path / "bad_affine.txt")
+    presets = {"affine": tmp_path / "bad_affine.txt"}
+    guarded = _register(sample_ct, sample_mr, reference_ct_to_mr, ("rigid", "affine"), presets=presets)
+    forced = _register(sample_ct, sample_mr, reference_ct_to_mr, ("rigid", "affine"), presets=presets,
+                       force_stages=True)
+    rigid_points = np.array([guarded.transform.TransformPoint(p.tolist()) for p in ct_object_points])
+    forced_points = np.array([forced.transform.TransformPoint(p.tolist()) for p in ct_object_points])
+    assert np.percentile(np.linalg.norm(forced_points - rigid_points, axis=1), 95) > 3.0, "the bad preset did no harm"
+    assert guarded.metrics["stage_guard"]["affine"]["kept"] is False
+    assert any("affine stage was discarded" in w for w in guarded.warnings)
+    assert forced.metrics["stage_guard"]["affine"] == {**guarded.metrics["stage_guard"]["affine"], "kept": True,
+                                                        "forced": True}
+
+
+def test_edge_cue_drops_when_the_images_are_shifted_and_guard_keeps_the_better_transform(sample_ct, sample_mr,
+                                                                                      reference_ct_to_mr):
+    cue = EdgeCue(sample_ct, sample_mr, foreground_mask(sample_ct, "CT"), foreground_mask(sample_mr, "MR"))
+    aligned = sitk_from_matrix(reference_ct_to_mr)
+    for axis in range(3):
+        moved = reference_ct_to_mr.copy()
+        moved[axis, 3] += 4.0
+        assert cue.score(sitk_from_matrix(moved)) < 0.98 * cue.score(aligned), f"4 mm along axis {axis}"
+    moved = sitk_from_matrix(moved)
+    metrics, warnings = {}, []
+    assert guard_stage("affine", cue, aligned, moved, False, metrics, warnings) is aligned
+    assert metrics["stage_guard"]["affine"]["kept"] is False and len(warnings) == 1
+    assert guard_stage("affine", cue, moved, aligned, False, metrics, warnings) is aligned
+    assert metrics["stage_guard"]["affine"]["kept"] is True and len(warnings) == 1
+    assert guard_stage("affine", cue, aligned, moved, True, metrics, warnings) is moved
+    squeezed = sitk.CompositeTransform([aligned, sitk.ScaleTransform(3, [0.6, 0.6, 0.6])])
+    assert guard_stage("deformable", cue, aligned, squeezed, False, metrics, warnings) is aligned
+    assert metrics["stage_guard"]["deformable"]["jacobian_min"] == pytest.approx(0.216, abs=0.01)
+    assert "Jacobian determinant spans" in warnings[-1]
+
+
+@pytest.mark.slow
+@needs_executable
+def test_deformable_stage_does_not_lower_the_thigh_tumour_dice():
+    """STS_003 (sts-thigh): CT and MR aligned by the dataset's makers, tumour outlined in both; the MR header is
+    moved by a small pose. Unguarded, the deformable stage squeezed the CT object into the MR's partial view
+    (Jacobian down to 0.09, tumour Dice 0.87 -> 0.73): the guard must keep the tumour where rigid put it."""
+    folder = _shared("sts-thigh")
+    if folder is None:
+        pytest.skip("no ../shared/data/sts-thigh")
+    read = lambda part: sitk.ReadImage(str(folder / "STS_003" / part / "nifti" / "image" / "image.nii.gz"))  # noqa: E731
+    mask = lambda part: sitk.ReadImage(str(folder / "STS_003" / part / "nifti" / "mask" / "mask.nii.gz")) > 0  # noqa: E731
+    ct, mr, ct_tumour, mr_tumour = read("CT"), read("MR_T1"), mask("CT"), mask("MR_T1")
+    centre = mr.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in mr.GetSize()])
+    pose = rigid_pose((2.0, -3.0, 2.5), (4.0, -3.0, 3.0), centre=centre)
+    mr, mr_tumour = move_header(mr, pose), move_header(mr_tumour, pose)
+    dice = {}
+    for stages in (("rigid",), FULL):
+        result = _register(ct, mr, np.eye(4), stages)
+        dice[stages] = overlap_metrics(ct_tumour, sitk.Resample(mr_tumour, ct, result.transform,
+                                                                sitk.sitkNearestNeighbor, 0))["dice"]
+    assert dice[("rigid",)] > 0.8
+    assert dice[FULL] >= dice[("rigid",)] - 0.005
