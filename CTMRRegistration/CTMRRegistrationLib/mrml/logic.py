@@ -12,6 +12,7 @@ from ..core.imaging import guess_modality
 from ..core.masks import foreground_mask
 from ..qa.assess import QAOptions, QAResult, assess
 from ..qa.report import write_qa_report
+from ..qa.second_chance import retry_if_failed
 from ..registration.pipeline import (
     ProgressCallback,
     RegistrationOptions,
@@ -153,6 +154,8 @@ class RegistrationLogic:
             return result
         if qa:
             result.qa = self._assess(result, fixed, moving, ground_truth, qa, options, progress)
+            result = retry_if_failed(fixed, moving, result, RegistrationOptions(**options), lambda retry: self._assess(
+                retry, fixed, moving, ground_truth, qa, options, None))
         if report_directory is not None:
             parameters = {name: value for name, value in options.items() if not callable(value)}
             self.write_report(report_directory, result, fixed, moving, fixed_node, moving_node, parameters)

@@ -111,13 +111,15 @@ def _distinct_best(poses: list[np.ndarray], scores: np.ndarray, count: int) -> l
 
 def _with_searched_translations(fixed: CoarseView, moving: CoarseView, poses: np.ndarray,
                                 scores: np.ndarray) -> np.ndarray:
-    """The best-scoring poses with their translation found by correlation instead of centroid alignment."""
+    """The rotations of the best-scoring poses, each with the translations found by correlation."""
     search = TranslationSearch(fixed, moving)
-    best = [i for i in np.argsort(-scores)[:TRANSLATION_SEARCHED] if np.isfinite(scores[i])]
-    shifted = poses[best].copy()
-    for pose in shifted:
-        pose[:3, 3] = search.translation(pose)[0]
-    return shifted
+    shifted = []
+    for index in np.argsort(-scores)[:TRANSLATION_SEARCHED]:
+        for translation in search.translations(poses[index]):
+            pose = poses[index].copy()
+            pose[:3, 3] = translation
+            shifted.append(pose)
+    return np.array(shifted).reshape(-1, 4, 4)
 
 
 def search_pose(fixed: CoarseView, moving: CoarseView, refined_candidates: int = REFINED_CANDIDATES,

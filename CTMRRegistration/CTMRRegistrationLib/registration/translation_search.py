@@ -20,6 +20,7 @@ from .coarse_view import CoarseView
 GRID_MM = 10.0
 MIN_SHARED_FRACTION = 0.25  # of the smaller mask, that must lie in the other mask
 DICE_MARGIN = 0.02
+SPREAD_TRANSLATIONS = 5
 
 
 def _box_corners(view: CoarseView) -> np.ndarray:
@@ -58,10 +59,10 @@ class TranslationSearch:
         self.fixed, self.spacing = fixed, spacing_mm
         self.moving_mask, self.moving_support, self.moving_origin = _sample_on_grid(moving, np.eye(3), spacing_mm)
 
-    def translation(self, pose: np.ndarray) -> tuple[np.ndarray, float]:
-        """For the rotation of the fixed->moving 4x4 `pose`: the translation with the best field-of-view Dice
-        (nearest the pose's own translation among near-ties) and that Dice (NaN and the pose's own
-        translation when no translation shares enough of the objects)."""
+    def translations(self, pose: np.ndarray, count: int = SPREAD_TRANSLATIONS) -> np.ndarray:
+        """For the rotation of the fixed->moving 4x4 `pose`: up to `count` translations (k, 3) with a
+        field-of-view Dice near the best, spread apart, the one nearest the pose's own translation first
+        (none when no translation shares enough of the objects)."""
         rotation = pose[:3, :3]
         fixed_mask, fixed_support, fixed_origin = _sample_on_grid(self.fixed, rotation, self.spacing)
         shared = _correlate(self.moving_mask, fixed_mask)
@@ -72,9 +73,18 @@ class TranslationSearch:
         dice[shared < MIN_SHARED_FRACTION * smaller] = -1.0
         best = dice.max()
         if best <= 0.0:
-            return pose[:3, 3].copy(), float("nan")
+            return np.zeros((0, 3))
         near_best = np.argwhere(dice >= best - DICE_MARGIN)  # (k, 3) z, y, x
         shifts = (near_best - (np.array(fixed_mask.shape) - 1))[:, ::-1]
-        translations = self.moving_origin - fixed_origin + shifts * self.spacing
-        nearest = np.argmin(np.linalg.norm(translations - pose[:3, 3], axis=1))
-        return translations[nearest], float(dice[tuple(near_best[nearest])])
+        found = self.moving_origin - fixed_origin + shifts * self.spacing
+        return _spread(found, pose[:3, 3], count)
+
+
+def _spread(translations: np.ndarray, start: np.ndarray, count: int) -> np.ndarray:
+    """`count` of `translations` by farthest-point sampling, from the one nearest `start`."""
+    chosen = [int(np.argmin(np.linalg.norm(translations - start, axis=1)))]
+    distance = np.linalg.norm(translations - translations[chosen[0]], axis=1)
+    while len(chosen) < min(count, len(translations)):
+        chosen.append(int(np.argmax(distance)))
+        distance = np.minimum(distance, np.linalg.norm(translations - translations[chosen[-1]], axis=1))
+    return translations[chosen]
