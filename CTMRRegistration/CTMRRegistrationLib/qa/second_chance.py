@@ -3,9 +3,9 @@
 The pose search keeps its next distinct candidates (other basins, and the best mirrored pose) in
 metrics["initialization"]["alternatives"]. When the first result fails the assessment, the registration is
 run again from each of them in turn, through the same refinement and the same assessment, until one is not
-`failed`; the best verdict wins (ties: fewer reasons, then the search's order). Results that did not fail,
-and results whose start pose was not searched (given, landmarks), are returned as they are: the second chance
-costs nothing on them. Mirrored candidates are tried only when mirrored images are accepted.
+`failed`; the best verdict wins (ties: the earlier, so a result is replaced only by a better verdict).
+Results that did not fail, and results whose start pose was not searched (given, landmarks), are returned as
+they are: the second chance costs nothing on them. Mirrored candidates are tried only when mirrored images are accepted.
 """
 
 from __future__ import annotations
@@ -23,10 +23,6 @@ from .verdict import CHECK, FAILED, OK
 
 MAX_TRIES = 3
 VERDICT_ORDER = {OK: 0, CHECK: 1, FAILED: 2}
-
-
-def _rank(result: RegistrationResult) -> tuple[int, int]:
-    return VERDICT_ORDER[result.verdict], len(result.qa.reasons)
 
 
 def _start_pose(candidate: dict, result: RegistrationResult) -> np.ndarray:
@@ -63,7 +59,7 @@ def retry_if_failed(
                       "score": candidate["score"], "verdict": retry.verdict, "reasons": retry.qa.reasons})
         if retry.verdict != FAILED:
             break
-    best = min(range(len(results)), key=lambda i: _rank(results[i]))
+    best = min(range(len(results)), key=lambda i: (VERDICT_ORDER[results[i].verdict], i))
     winner = results[best]
     winner.metrics["initialization"] = initialization | {"second_chance": {
         "why": "the first result's verdict was failed",
