@@ -2,11 +2,13 @@
 
 The 24 axis-aligned rotations and about a thousand more spread evenly over all orientations are each
 combined with the translation that centres the masks, and scored at coarse resolution (see
-`pose_scoring`). The best-scoring rotations also get the translation that best places one field of view
+`pose_scoring`). The best-scoring rotations also get the translations that best place one field of view
 inside the other (see `translation_search`), for images that show different extents of the object. The
-best distinct poses are refined locally (Mattes MI inside the fixed mask) and re-scored; the best wins, and
-the others are kept, ranked, for a second chance (see `qa.second_chance`). The same search on a mirrored
-moving image, scored on the same scale, tells whether the moving header looks left-right flipped.
+best distinct poses of the sweep, and the best of those translated poses that differ from them (by
+rotation, or by where they map the fixed object), are refined locally (Mattes MI inside the fixed mask)
+and re-scored; the best wins, and the others are kept, ranked, for a second chance (see `qa.second_chance`).
+The same search on a mirrored moving image, scored on the same scale, tells whether the moving header looks
+left-right flipped.
 Everything is deterministic.
 """
 
@@ -30,6 +32,7 @@ MIRROR_REFINED_CANDIDATES = 2
 DISTINCT_DEGREES = 25.0
 MIRROR_MARGIN = 1.5
 TRANSLATION_SEARCHED = 48  # best-scoring rotations whose translation is also searched by correlation
+DISTINCT_MM = 30.0
 ALTERNATIVES = 4  # ranked candidates kept for a second chance
 
 
@@ -97,16 +100,24 @@ class SearchResult:
         return self.scores[1] if len(self.scores) > 1 else None
 
 
-def _distinct_best(poses: list[np.ndarray], scores: np.ndarray, count: int) -> list[np.ndarray]:
-    chosen: list[np.ndarray] = []
+def _distinct(pose: np.ndarray, other: np.ndarray, centre: np.ndarray | None) -> bool:
+    """Whether two poses differ by more than DISTINCT_DEGREES, or (with `centre`, a fixed point) map `centre`
+    more than DISTINCT_MM apart."""
+    if angle_between(pose, other) > DISTINCT_DEGREES:
+        return True
+    return centre is not None and np.linalg.norm((pose - other)[:3] @ np.append(centre, 1.0)) > DISTINCT_MM
+
+
+def _distinct_best(poses, scores: np.ndarray, count: int, centre: np.ndarray | None = None,
+                   taken: list[np.ndarray] = ()) -> list[np.ndarray]:
+    """The best-scoring `count` poses distinct from each other and from `taken`."""
+    chosen: list[np.ndarray] = list(taken)
     for index in np.argsort(-scores):
-        if not np.isfinite(scores[index]):
+        if len(chosen) == len(taken) + count or not np.isfinite(scores[index]):
             break
-        if all(angle_between(poses[index], other) > DISTINCT_DEGREES for other in chosen):
+        if all(_distinct(poses[index], other, centre) for other in chosen):
             chosen.append(poses[index])
-            if len(chosen) == count:
-                break
-    return chosen
+    return chosen[len(taken):]
 
 
 def _with_searched_translations(fixed: CoarseView, moving: CoarseView, poses: np.ndarray,
@@ -137,7 +148,8 @@ def search_pose(fixed: CoarseView, moving: CoarseView, refined_candidates: int =
     scores = np.array([scale(c) for c in cues])
     shifted = _with_searched_translations(fixed, moving, poses, scores)
     shifted_scores = np.array([scale(c) for c in scorer.cues(shifted)]) if len(shifted) else np.zeros(0)
-    chosen = _distinct_best(list(poses) + list(shifted), np.concatenate([scores, shifted_scores]), refined_candidates)
+    chosen = _distinct_best(poses, scores, refined_candidates)
+    chosen += _distinct_best(shifted, shifted_scores, max(1, refined_candidates // 3), fixed.centroid, chosen)
     refined = [_refine(fixed, moving, pose, threads) for pose in chosen]
     refined_cues = scorer.cues(np.array(refined))
     refined_scores = np.array([scale(c) for c in refined_cues])
