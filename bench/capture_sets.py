@@ -94,6 +94,8 @@ def run_ours_assessed(bench, fixed: Path, moving: Path, work: Path, threads: int
         report = json.loads(output.read_text())
     except (OSError, ValueError):
         return None, seconds, memory, status, None, False
+    if "transform" not in report:  # mirrored, or no overlap: nothing registered
+        return None, seconds, memory, status, report.get("status"), False
     tried = "second_chance" in report.get("metrics", {}).get("initialization", {})
     return np.asarray(report["transform"]), seconds, memory, status, report.get("verdict"), tried
 
@@ -133,8 +135,9 @@ def run_set(bench, set_name: str, shared: Path, poses_per_pattern: int, seed: in
                                         "error_capture_p95": capture, "success": success,
                                         "flagged": status != 0, "verdict": verdict, "second_chance": tried,
                                         "seconds": seconds, "memory_gb": memory})
-                mark = "ok" if success else "FLAGGED" if status != 0 else "SILENT"
-                cells.append(f"{truth:7.1f}/{capture:6.1f} mm {seconds:5.1f} s {mark:7}")
+                mark = ("right" if success else "FLAGGED" if status != 0 else "SILENT") + f" {verdict or ''}"
+                mark += " (retried)" if tried else ""
+                cells.append(f"{truth:7.1f}/{capture:6.1f} mm {seconds:5.1f} s {mark:<24}")
             print(f"{pattern:<34} {case:2d} | " + " | ".join(cells), flush=True)
     return methods
 
