@@ -17,6 +17,7 @@ from dataclasses import replace
 import numpy as np
 import SimpleITK as sitk
 
+from ..core.errors import NoOverlapError
 from ..registration.pipeline import RegistrationOptions, RegistrationResult, register_images
 from .assess import QAResult
 from .verdict import CHECK, FAILED, OK
@@ -50,28 +51,33 @@ def retry_if_failed(
     started = time.perf_counter()
     tried = [{"start": "search winner", "score": initialization.get("score"), "verdict": result.verdict,
               "reasons": result.qa.reasons}]
-    results = [result]
+    assessed = [(result, tried[0]["start"], False)]  # (result, its start, mirrored)
     for rank, candidate in enumerate(candidates[:MAX_TRIES], start=2):
-        retry = register_images(fixed, moving, replace(options, initial_matrix=_start_pose(candidate, result)))
+        start = f"search candidate {rank}" + (" (mirrored)" if candidate["mirrored"] else "")
+        try:
+            retry = register_images(fixed, moving, replace(options, initial_matrix=_start_pose(candidate, result)))
+        except NoOverlapError as error:  # this start leads nowhere; the others may
+            tried.append({"start": start, "score": candidate["score"], "verdict": None, "reasons": [str(error)]})
+            continue
         retry.qa = assess_result(retry)
-        results.append(retry)
-        tried.append({"start": f"search candidate {rank}" + (" (mirrored)" if candidate["mirrored"] else ""),
-                      "score": candidate["score"], "verdict": retry.verdict, "reasons": retry.qa.reasons})
+        assessed.append((retry, start, candidate["mirrored"]))
+        tried.append({"start": start, "score": candidate["score"], "verdict": retry.verdict,
+                      "reasons": retry.qa.reasons})
         if retry.verdict != FAILED:
             break
-    best = min(range(len(results)), key=lambda i: (VERDICT_ORDER[results[i].verdict], i))
-    winner = results[best]
+    best = min(range(len(assessed)), key=lambda i: (VERDICT_ORDER[assessed[i][0].verdict], i))
+    winner, winning_start, mirrored = assessed[best]
     winner.metrics["initialization"] = initialization | {"second_chance": {
         "why": "the first result's verdict was failed",
         "tried": tried,
-        "winner": tried[best]["start"],
+        "winner": winning_start,
         "because": (f"its verdict is {winner.verdict}" if best else
                     "no other candidate did better: the result stays failed"),
         "seconds": round(time.perf_counter() - started, 3),
     }}
-    if best and candidates[best - 1]["mirrored"]:
+    if mirrored:
         winner.metrics["mirrored"] = True
         winner.warnings.append("the moving image appears mirrored (left-right flip in its header?)")
     winner.mask_nodes = result.mask_nodes
-    winner.seconds = sum(r.seconds for r in results)
+    winner.seconds = sum(entry[0].seconds for entry in assessed)
     return winner
