@@ -8,7 +8,8 @@ best distinct poses of the sweep, and the best of those translated poses that di
 rotation, or by where they map the fixed object), are refined locally (Mattes MI inside the fixed mask)
 and re-scored; the best wins, and the others are kept, ranked, for a second chance (see `qa.second_chance`).
 The same search on a mirrored moving image, scored on the same scale, tells whether the moving header looks
-left-right flipped.
+left-right flipped; it leaves the translated poses out, so that calling an image mirrored takes a clear win (a
+limb's cross-section fits almost as well mirrored, and a false call leaves the user with nothing).
 Everything is deterministic.
 """
 
@@ -134,11 +135,13 @@ def _with_searched_translations(fixed: CoarseView, moving: CoarseView, poses: np
 
 
 def search_pose(fixed: CoarseView, moving: CoarseView, refined_candidates: int = REFINED_CANDIDATES,
-                threads: int | None = None, scale: _ScoreScale | None = None) -> SearchResult:
+                threads: int | None = None, scale: _ScoreScale | None = None,
+                translations: bool = True) -> SearchResult:
     """Score every candidate pose, refine the best distinct few, return them ranked by their refined score.
 
     `scale`: the score scale of another search (the proper one, for the mirrored search), so that the two
-    searches' scores compare; by default the scale of this search's own sweep."""
+    searches' scores compare; by default the scale of this search's own sweep. `translations`: also try the
+    translations found by correlation (see `translation_search`)."""
     scorer = PoseScorer(fixed, moving)
     poses = scorer.poses(search_rotations(EVEN_ROTATIONS))
     cues = scorer.cues(poses)
@@ -146,7 +149,7 @@ def search_pose(fixed: CoarseView, moving: CoarseView, refined_candidates: int =
         raise NoOverlapError("no orientation brings the two objects into a common field of view")
     scale = scale or _ScoreScale(cues)
     scores = np.array([scale(c) for c in cues])
-    shifted = _with_searched_translations(fixed, moving, poses, scores)
+    shifted = _with_searched_translations(fixed, moving, poses, scores) if translations else np.zeros((0, 4, 4))
     shifted_scores = np.array([scale(c) for c in scorer.cues(shifted)]) if len(shifted) else np.zeros(0)
     chosen = _distinct_best(poses, scores, refined_candidates)
     chosen += _distinct_best(shifted, shifted_scores, max(1, refined_candidates // 3), fixed.centroid, chosen)
@@ -224,7 +227,7 @@ def search_initialization(
     mirror, reflect = None, np.eye(4)
     if check_mirror:
         mirrored_view = moving_view.mirrored()
-        mirror = search_pose(fixed_view, mirrored_view, MIRROR_REFINED_CANDIDATES, threads, proper.scale)
+        mirror = search_pose(fixed_view, mirrored_view, MIRROR_REFINED_CANDIDATES, threads, proper.scale, False)
         reflect = mirrored_view.physical_from_index @ moving_view.index_from_physical
         details["mirrored_score"] = mirror.score
         details["mirror"] = _mirror_decision(proper.score, mirror.score)
