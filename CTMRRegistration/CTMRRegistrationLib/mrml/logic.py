@@ -15,6 +15,7 @@ from ..core.output_files import write_folder_atomically
 from ..elastix.backends import choose_backend
 from ..qa.assess import QAOptions, QAResult, assess
 from ..qa.report import write_qa_report
+from ..qa.second_chance import retry_if_failed
 from ..registration.pipeline import (
     CancelledCallback,
     ProgressCallback,
@@ -170,6 +171,10 @@ class RegistrationLogic:
             qa_options = scene.qa if isinstance(scene.qa, QAOptions) else QAOptions(threads=options.threads)
             qa_options = replace(qa_options, backend=options.backend)
             result.qa = self._assess(registration, fixed, moving, ground_truth, qa_options, progress, cancelled)
+            result.registration, result.qa = retry_if_failed(
+                fixed, moving, registration, result.qa, options, cancelled=cancelled,
+                assess_result=lambda retry: self._assess(retry, fixed, moving, ground_truth, qa_options, None,
+                                                         cancelled))
         if scene.report_directory is not None:
             write_folder_atomically(scene.report_directory, lambda folder: self.write_report(
                 folder, result, fixed, moving, fixed_node, moving_node, _report_parameters(options)))

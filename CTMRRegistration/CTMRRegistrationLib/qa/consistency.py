@@ -22,6 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy.spatial.transform import Rotation
 
+from ..core.errors import NoOverlapError
 from ..core.geometry import matrix_from_sitk
 from ..core.point_mapping import map_points
 from ..core.resources import parameter_file
@@ -101,10 +102,17 @@ def _ct_fixed(images: QAImages, matrix: np.ndarray) -> tuple[tuple, np.ndarray, 
 
 def restart_stability(images: QAImages, matrix: np.ndarray, refine: RigidRefiner, starts: int = 2) -> dict:
     """Drift (p95 distance over the object from `matrix`, worst start) and spread (worst p95 distance
-    between two ends) of short rigid registrations from perturbed starts, run with the CT fixed."""
+    between two ends) of short rigid registrations from perturbed starts, run with the CT fixed; when a
+    restart finds no overlap, how many did instead."""
     (fixed, moving, fixed_mask, moving_mask), pose, centre, swapped = _ct_fixed(images, matrix)
-    ends = [refine(fixed, moving, start, fixed_mask, moving_mask)
-            for start in perturbed_starts(pose, centre, starts)]
+    ends, lost = [], 0
+    for start in perturbed_starts(pose, centre, starts):
+        try:
+            ends.append(refine(fixed, moving, start, fixed_mask, moving_mask))
+        except NoOverlapError:  # the images barely overlap near the result: graded as a failure
+            lost += 1
+    if lost:
+        return {"restarts_without_overlap": lost, "restarts": starts}
     ends = [np.linalg.inv(end) for end in ends] if swapped else ends
     points = images.object_points
     drifts = [_p95_distance(end, matrix, points) for end in ends]

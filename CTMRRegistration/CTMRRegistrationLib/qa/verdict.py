@@ -57,6 +57,8 @@ LIMITS = (
     Limit("edge_peak_contrast", 0.05, 0.0, True, "edge alignment does not peak at the result (shifting it a few mm "
           "does as well)"),
     Limit("restart_drift_mm", 8.0, 15.0, False, "registrations restarted near the result end elsewhere"),
+    Limit("restarts_without_overlap", 0.0, 0.0, False, "registrations restarted near the result lose the overlap "
+          "of the images"),
     Limit("restart_spread_mm", 5.0, 10.0, False, "registrations restarted near the result disagree with each other"),
     Limit("inverse_consistency_p95_mm", 6.0, 12.0, False, "the registration in the opposite direction does not "
           "invert the result"),

@@ -2,9 +2,15 @@
 
 The 24 axis-aligned rotations and about a thousand more spread evenly over all orientations are each
 combined with the translation that centres the masks, and scored at coarse resolution (see
-`pose_scoring`). The best distinct poses are refined locally (Mattes MI inside the fixed mask) and
-re-scored; the best wins. The same search on a mirrored moving image tells whether the moving header
-looks left-right flipped. Everything is deterministic.
+`pose_scoring`). The best-scoring rotations also get the translations that best place one field of view
+inside the other (see `translation_search`), for images that show different extents of the object. The
+best distinct poses of the sweep, and the best of those translated poses that differ from them (by
+rotation, or by where they map the fixed object), are refined locally (Mattes MI inside the fixed mask)
+and re-scored; the best wins, and the others are kept, ranked, for a second chance (see `qa.second_chance`).
+The same search on a mirrored moving image, scored on the same scale, tells whether the moving header looks
+left-right flipped; it leaves the translated poses out, so that calling an image mirrored takes a clear win (a
+limb's cross-section fits almost as well mirrored, and a false call leaves the user with nothing).
+Everything is deterministic.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from ..core.errors import NoOverlapError
 from ..core.rotations import angle_between, search_rotations
 from .coarse_view import SEED, CoarseView
 from .pose_scoring import CUES, PoseScorer
+from .translation_search import TranslationSearch
 
 SEARCH_SPACING_MM = 5.0
 EVEN_ROTATIONS = 1000
@@ -25,6 +32,9 @@ REFINED_CANDIDATES = 6
 MIRROR_REFINED_CANDIDATES = 2
 DISTINCT_DEGREES = 25.0
 MIRROR_MARGIN = 1.5
+TRANSLATION_SEARCHED = 48  # best-scoring rotations whose translation is also searched by correlation
+DISTINCT_MM = 30.0
+ALTERNATIVES = 4  # ranked candidates kept for a second chance
 
 
 def _refine(fixed: CoarseView, moving: CoarseView, matrix: np.ndarray, threads: int | None) -> np.ndarray:
@@ -56,18 +66,6 @@ def _refine(fixed: CoarseView, moving: CoarseView, matrix: np.ndarray, threads: 
     return refined
 
 
-@dataclass
-class SearchResult:
-    """The best fixed->moving pose (4x4 LPS) of one search, its combined score and cue values."""
-
-    matrix: np.ndarray
-    score: float
-    cues: dict
-    candidates_scored: int
-    runner_up_score: float | None
-    sweep_rank: int  # rank, among the refined candidates, of the one that won
-
-
 class _ScoreScale:
     """Combines cues into one score: the sum of their z-scores over all candidates of the sweep."""
 
@@ -79,39 +77,93 @@ class _ScoreScale:
         return float(np.sum((cues - self.mean) / self.std)) if not np.isnan(cues).any() else -np.inf
 
 
-def _distinct_best(poses: list[np.ndarray], scores: np.ndarray, count: int) -> list[np.ndarray]:
-    chosen: list[np.ndarray] = []
+@dataclass
+class SearchResult:
+    """The refined fixed->moving poses (4x4 LPS) of one search, best first, with their combined scores."""
+
+    poses: list[np.ndarray]
+    scores: list[float]
+    cues: dict  # of the best pose
+    candidates_scored: int
+    sweep_rank: int  # rank, among the refined candidates before re-scoring, of the one that won
+    scale: _ScoreScale
+
+    @property
+    def matrix(self) -> np.ndarray:
+        return self.poses[0]
+
+    @property
+    def score(self) -> float:
+        return self.scores[0]
+
+    @property
+    def runner_up_score(self) -> float | None:
+        return self.scores[1] if len(self.scores) > 1 else None
+
+
+def _distinct(pose: np.ndarray, other: np.ndarray, centre: np.ndarray | None) -> bool:
+    """Whether two poses differ by more than DISTINCT_DEGREES, or (with `centre`, a fixed point) map `centre`
+    more than DISTINCT_MM apart."""
+    if angle_between(pose, other) > DISTINCT_DEGREES:
+        return True
+    return centre is not None and np.linalg.norm((pose - other)[:3] @ np.append(centre, 1.0)) > DISTINCT_MM
+
+
+def _distinct_best(poses, scores: np.ndarray, count: int, centre: np.ndarray | None = None,
+                   taken: list[np.ndarray] = ()) -> list[np.ndarray]:
+    """The best-scoring `count` poses distinct from each other and from `taken`."""
+    chosen: list[np.ndarray] = list(taken)
     for index in np.argsort(-scores):
-        if not np.isfinite(scores[index]):
+        if len(chosen) == len(taken) + count or not np.isfinite(scores[index]):
             break
-        if all(angle_between(poses[index], other) > DISTINCT_DEGREES for other in chosen):
+        if all(_distinct(poses[index], other, centre) for other in chosen):
             chosen.append(poses[index])
-            if len(chosen) == count:
-                break
-    return chosen
+    return chosen[len(taken):]
+
+
+def _with_searched_translations(fixed: CoarseView, moving: CoarseView, poses: np.ndarray,
+                                scores: np.ndarray) -> np.ndarray:
+    """The rotations of the best-scoring poses, each with the translations found by correlation."""
+    search = TranslationSearch(fixed, moving)
+    shifted = []
+    for index in np.argsort(-scores)[:TRANSLATION_SEARCHED]:
+        for translation in search.translations(poses[index]):
+            pose = poses[index].copy()
+            pose[:3, 3] = translation
+            shifted.append(pose)
+    return np.array(shifted).reshape(-1, 4, 4)
 
 
 def search_pose(fixed: CoarseView, moving: CoarseView, refined_candidates: int = REFINED_CANDIDATES,
-                threads: int | None = None) -> SearchResult:
-    """Score every candidate rotation, refine the best distinct few, return the best refined pose."""
+                threads: int | None = None, scale: _ScoreScale | None = None,
+                translations: bool = True) -> SearchResult:
+    """Score every candidate pose, refine the best distinct few, return them ranked by their refined score.
+
+    `scale`: the score scale of another search (the proper one, for the mirrored search), so that the two
+    searches' scores compare; by default the scale of this search's own sweep. `translations`: also try the
+    translations found by correlation (see `translation_search`)."""
     scorer = PoseScorer(fixed, moving)
     poses = scorer.poses(search_rotations(EVEN_ROTATIONS))
     cues = scorer.cues(poses)
     if np.isnan(cues).all():
         raise NoOverlapError("no orientation brings the two objects into a common field of view")
-    scale = _ScoreScale(cues)
-    chosen = _distinct_best(poses, np.array([scale(c) for c in cues]), refined_candidates)
+    scale = scale or _ScoreScale(cues)
+    scores = np.array([scale(c) for c in cues])
+    shifted = _with_searched_translations(fixed, moving, poses, scores) if translations else np.zeros((0, 4, 4))
+    shifted_scores = np.array([scale(c) for c in scorer.cues(shifted)]) if len(shifted) else np.zeros(0)
+    chosen = _distinct_best(poses, scores, refined_candidates)
+    chosen += _distinct_best(shifted, shifted_scores, max(1, refined_candidates // 3), fixed.centroid, chosen)
     refined = [_refine(fixed, moving, pose, threads) for pose in chosen]
     refined_cues = scorer.cues(np.array(refined))
-    scores = np.array([scale(c) for c in refined_cues])
-    order = np.argsort(-scores)
+    refined_scores = np.array([scale(c) for c in refined_cues])
+    order = np.argsort(-refined_scores)
     return SearchResult(
-        matrix=refined[order[0]],
-        score=float(scores[order[0]]),
+        poses=[refined[i] for i in order],
+        scores=[float(refined_scores[i]) for i in order],
         cues=dict(zip(CUES, map(float, refined_cues[order[0]]))),
-        candidates_scored=len(poses),
-        runner_up_score=float(scores[order[1]]) if len(order) > 1 else None,
+        candidates_scored=len(poses) + len(shifted),
         sweep_rank=int(order[0]),
+        scale=scale,
     )
 
 
@@ -135,21 +187,51 @@ def centre_initialization(fixed: sitk.Image, moving: sitk.Image) -> Initializati
     return Initialization(matrix, "center")
 
 
+def _alternatives(proper: SearchResult, mirror: SearchResult | None, reflect: np.ndarray) -> list[dict]:
+    """The runners-up of the search (and the best mirrored pose), best first, as JSON-ready candidates."""
+    found = [{"matrix": pose.round(9).tolist(), "score": round(score, 4), "mirrored": False}
+             for pose, score in zip(proper.poses[1:], proper.scores[1:])]
+    if mirror is not None:
+        found.append({"matrix": (reflect @ mirror.matrix).round(9).tolist(), "score": round(mirror.score, 4),
+                      "mirrored": True})
+    found.sort(key=lambda candidate: -candidate["score"])
+    return found[:ALTERNATIVES]
+
+
+def _mirror_decision(score: float, mirrored_score: float) -> dict:
+    margin = mirrored_score - score
+    if margin > MIRROR_MARGIN:
+        words = f"the mirrored image fits better by {margin:.2f} (more than {MIRROR_MARGIN})"
+    elif margin > -MIRROR_MARGIN:
+        words = (f"close: the mirrored image scores {margin:+.2f} against the image as it is, within the "
+                 f"{MIRROR_MARGIN} needed to call it mirrored")
+    else:
+        words = f"the image as it is fits better by {-margin:.2f}"
+    return {"score": round(mirrored_score, 4), "margin": round(margin, 4), "mirrored": margin > MIRROR_MARGIN,
+            "decision": words}
+
+
 def search_initialization(
     fixed: sitk.Image, moving: sitk.Image, fixed_modality: str, moving_modality: str,
     threads: int | None = None, check_mirror: bool = True,
 ) -> Initialization:
-    """Global pose search; with `check_mirror`, also on the left-right mirrored moving image."""
+    """Global pose search; with `check_mirror`, also on the left-right mirrored moving image.
+
+    `details` (reported as metrics["initialization"]) holds the winner's score and cues, the mirror
+    decision, and `alternatives`: the next distinct candidates with their fixed->moving matrices."""
     fixed_view = CoarseView.build(fixed, fixed_modality, SEARCH_SPACING_MM)
     moving_view = CoarseView.build(moving, moving_modality, SEARCH_SPACING_MM)
     proper = search_pose(fixed_view, moving_view, threads=threads)
-    details = {"score": proper.score, "runner_up_score": proper.runner_up_score, "cues": proper.cues,
-               "candidates": proper.candidates_scored, "sweep_rank": proper.sweep_rank}
+    details = {"method": "search", "score": proper.score, "runner_up_score": proper.runner_up_score,
+               "cues": proper.cues, "candidates": proper.candidates_scored, "sweep_rank": proper.sweep_rank}
+    mirror, reflect = None, np.eye(4)
     if check_mirror:
         mirrored_view = moving_view.mirrored()
-        mirror = search_pose(fixed_view, mirrored_view, MIRROR_REFINED_CANDIDATES, threads)
+        mirror = search_pose(fixed_view, mirrored_view, MIRROR_REFINED_CANDIDATES, threads, proper.scale, False)
+        reflect = mirrored_view.physical_from_index @ moving_view.index_from_physical
         details["mirrored_score"] = mirror.score
-        if mirror.score > proper.score + MIRROR_MARGIN:
-            reflect = mirrored_view.physical_from_index @ moving_view.index_from_physical
-            return Initialization(reflect @ mirror.matrix, "search", mirrored=True, details=details)
+        details["mirror"] = _mirror_decision(proper.score, mirror.score)
+    details["alternatives"] = _alternatives(proper, mirror, reflect)
+    if mirror is not None and details["mirror"]["mirrored"]:
+        return Initialization(reflect @ mirror.matrix, "search", mirrored=True, details=details)
     return Initialization(proper.matrix, "search", details=details)

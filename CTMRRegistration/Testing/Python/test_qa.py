@@ -74,6 +74,7 @@ def test_grading_rule():
     assert "edge_alignment = 1.6 (below 1.7)" in grade_cues(one_doubt).reasons[0]
     assert grade_cues(one_doubt | {"restart_spread_mm": 6.0}).verdict == "failed"
     assert grade_cues(good | {"restart_drift_mm": 20.0}).verdict == "failed"
+    assert grade_cues(good | {"restarts_without_overlap": 1}).verdict == "failed"
     assert grade_cues(good | {"edge_alignment": None, "inverse_consistency_p95_mm": None}).verdict == "ok"
 
 
