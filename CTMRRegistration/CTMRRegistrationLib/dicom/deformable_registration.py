@@ -21,8 +21,9 @@ from pydicom.sequence import Sequence
 
 from ..core.errors import InputError
 from ..core.geometry import matrix_from_sitk, sitk_from_matrix
+from .references import image_references
 from .series import DicomSeries
-from .spatial_registration import decimal_strings, image_references, matrix_type, new_registration_dataset
+from .spatial_registration import decimal_strings, matrix_type, new_registration_dataset
 
 DEFORMABLE_SPATIAL_REGISTRATION = "1.2.840.10008.5.1.4.1.1.66.3"
 GRID_SPACING_MM = 4.0

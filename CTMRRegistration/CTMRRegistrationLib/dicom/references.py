@@ -36,13 +36,7 @@ def copy_patient_and_study(source: Dataset, target: Dataset) -> None:
 def _series_item(series: DicomSeries) -> Dataset:
     item = Dataset()
     item.SeriesInstanceUID = series.series_uid
-    instances = []
-    for uid in series.sop_instance_uids:
-        instance = Dataset()
-        instance.ReferencedSOPClassUID = series.sop_class_uid
-        instance.ReferencedSOPInstanceUID = uid
-        instances.append(instance)
-    item.ReferencedInstanceSequence = Sequence(instances)
+    item.ReferencedInstanceSequence = image_references(series)
     return item
 
 
@@ -64,3 +58,14 @@ def reference_series(dataset: Dataset, *series: DicomSeries) -> None:
             study.ReferencedSeriesSequence = Sequence([_series_item(s) for s in members])
             studies.append(study)
         dataset.StudiesContainingOtherReferencedInstancesSequence = Sequence(studies)
+
+
+def image_references(series: DicomSeries) -> Sequence:
+    """A Referenced Image Sequence naming every instance of `series`."""
+    references = []
+    for uid in series.sop_instance_uids:
+        reference = Dataset()
+        reference.ReferencedSOPClassUID = series.sop_class_uid
+        reference.ReferencedSOPInstanceUID = uid
+        references.append(reference)
+    return Sequence(references)

@@ -20,7 +20,7 @@ from pydicom.valuerep import DSfloat
 
 from ..core.errors import InputError
 from ..core.resources import VERSION
-from .references import content_now, copy_patient_and_study, reference_series
+from .references import content_now, copy_patient_and_study, image_references, reference_series
 from .series import DicomSeries
 
 SPATIAL_REGISTRATION = "1.2.840.10008.5.1.4.1.1.66.1"
@@ -58,17 +58,6 @@ def _matrix_item(frame_uid: str, series: DicomSeries, matrix: np.ndarray, commen
     item.ReferencedImageSequence = image_references(series)
     item.MatrixRegistrationSequence = Sequence([registration])
     return item
-
-
-def image_references(series: DicomSeries) -> Sequence:
-    """A Referenced Image Sequence naming every instance of `series`."""
-    references = []
-    for uid in series.sop_instance_uids:
-        reference = Dataset()
-        reference.ReferencedSOPClassUID = series.sop_class_uid
-        reference.ReferencedSOPInstanceUID = uid
-        references.append(reference)
-    return Sequence(references)
 
 
 def new_registration_dataset(sop_class_uid: str, fixed: DicomSeries, moving: DicomSeries, label: str) -> Dataset:
