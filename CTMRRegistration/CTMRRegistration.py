@@ -134,10 +134,11 @@ class CTMRRegistrationParameterNode:
     Inputs: fixedVolume and movingVolume (either may be the CT); optional landmark lists (corresponding points),
     target lists (points whose error is reported) and segmentations, for the quality check.
     Options: the elastix stages, automatic initialisation (pose search; off: centres aligned), auto-crop or a
-    crop region (an ROI), MR bias-field correction, a custom elastix preset, harden; useMasks, acceptMirror
-    and backend (advanced).
+    crop region (an ROI), MR bias-field correction, a custom elastix preset, harden, user masks (segmentations,
+    intersected with or replacing the automatic ones); useMasks, acceptMirror and backend (advanced).
     Outputs: outputTransform (created when empty), outputVolume (moving resampled on the fixed grid), the
-    verdict and the metrics table, the registered region (an ROI to edit and reuse), and the report folder.
+    verdict and the metrics table, the registered region (an ROI to edit and reuse), the report folder and the
+    DICOM REG file.
     """
 
     fixedVolume: vtkMRMLScalarVolumeNode
@@ -161,12 +162,16 @@ class CTMRRegistrationParameterNode:
     useMasks: bool = True
     acceptMirror: bool = False
     backend: Annotated[str, Choice(["auto", "elastix", "itk-elastix"])] = "auto"
+    fixedMask: vtkMRMLSegmentationNode
+    movingMask: vtkMRMLSegmentationNode
+    maskMode: Annotated[str, Choice(["intersect", "replace"])] = "intersect"
 
     outputTransform: vtkMRMLTransformNode
     outputVolume: vtkMRMLScalarVolumeNode
     metricsTable: vtkMRMLTableNode
     registeredRegion: vtkMRMLMarkupsROINode
     reportFolder: Path
+    dicomRegFile: Path
     verdict: str = ""
 
 
@@ -225,6 +230,7 @@ class CTMRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.showCheckerboardButton.connect("clicked(bool)", self.onShowCheckerboard)
         self.ui.openReportButton.connect("clicked(bool)", self.onOpenReport)
         self.ui.cropVolumesButton.connect("clicked(bool)", self.onCropVolumes)
+        self.ui.exportDicomRegButton.connect("clicked(bool)", self.onExportDicomReg)
         self._setRunning(False)
         self.initializeParameterNode()
 
@@ -276,6 +282,7 @@ class CTMRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.metricsTableView.setMRMLTableNode(p.metricsTable if p else None)
         self.ui.showOverlayButton.enabled = bool(p and p.fixedVolume and p.movingVolume)
         self.ui.showCheckerboardButton.enabled = bool(p) and self.panel.can_show_checkerboard(p) and not self._running
+        self.ui.exportDicomRegButton.enabled = self.ui.showCheckerboardButton.enabled
         self.ui.openReportButton.enabled = bool(p) and self.panel.report_target(p) is not None
         self.ui.cropVolumesButton.enabled = bool(p and p.fixedVolume and p.movingVolume
                                                  and (p.cropRoi or p.registeredRegion)) and not self._running
@@ -362,6 +369,12 @@ class CTMRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             fixedCropped, movingCropped = self.panel.crop_volumes(self._parameterNode)
             slicer.util.setSliceViewerLayers(background=fixedCropped, foreground=movingCropped,
                                              foregroundOpacity=0.5, fit=True)
+
+    def onExportDicomReg(self) -> None:
+        """The last result as a DICOM Spatial Registration object (volumes loaded from DICOM only)."""
+        with showErrors("Cannot export the DICOM REG"):
+            path = self.panel.export_dicom_registration(self._parameterNode)
+            self.ui.statusLabel.text = f"Wrote {path}"
 
     def onOpenReport(self) -> None:
         target = self.panel.report_target(self._parameterNode)

@@ -18,6 +18,7 @@ import vtk
 from ..core.errors import InputError
 from ..core.imaging import resample_on_grid
 from ..mrml.crop_roi import cropped_volume
+from ..mrml.dicom_nodes import export_dicom_registration
 from ..mrml.logic import RegistrationLogic
 from ..mrml.nodes import add_volume_from_sitk, ijk_to_world_lps, sitk_from_volume, update_volume_from_sitk
 from ..mrml.scene_registration import SceneRegistrationResult
@@ -50,11 +51,15 @@ class PanelSettings:
     useMasks: bool = True
     acceptMirror: bool = False
     backend: str = "auto"
+    fixedMask: object = None
+    movingMask: object = None
+    maskMode: str = "intersect"
     outputTransform: object = None
     outputVolume: object = None
     metricsTable: object = None
     registeredRegion: object = None
     reportFolder: Path = Path()
+    dicomRegFile: Path = Path()
     verdict: str = ""
 
 
@@ -101,6 +106,9 @@ def registration_arguments(settings) -> dict:
         "fixed_segmentation": settings.fixedSegmentation,
         "moving_segmentation": settings.movingSegmentation,
         "report_directory": optional_path(settings.reportFolder),
+        "fixed_mask": settings.fixedMask,
+        "moving_mask": settings.movingMask,
+        "mask_mode": settings.maskMode,
     }
     preset = optional_path(settings.presetFile)
     if preset is not None:
@@ -223,7 +231,7 @@ class Panel:
         return result
 
     def can_show_checkerboard(self, settings) -> bool:
-        """A checkerboard needs a result for the volumes now selected."""
+        """Whether there is a result for the volumes now selected (the checkerboard and the REG need one)."""
         run = self.last_run
         return run is not None and (run.fixed_volume, run.moving_volume) == (settings.fixedVolume,
                                                                              settings.movingVolume)
@@ -252,6 +260,17 @@ class Panel:
             raise InputError("No region yet: register first, or choose a crop region.")
         return tuple(cropped_volume(self.logic.context, volume, roi)
                      for volume in (settings.fixedVolume, settings.movingVolume))
+
+    def export_dicom_registration(self, settings) -> Path:
+        """The last result as a DICOM (Deformable) Spatial Registration object in the DICOM REG file; both
+        volumes must come from Slicer's DICOM module."""
+        path = optional_path(settings.dicomRegFile)
+        if path is None:
+            raise InputError("Choose the DICOM REG file to write.")
+        if not self.can_show_checkerboard(settings):
+            raise InputError("No result for these volumes yet: register first.")
+        run = self.last_run
+        return Path(export_dicom_registration(path, run.result, run.fixed_volume, run.moving_volume))
 
     @staticmethod
     def report_target(settings) -> Path | None:

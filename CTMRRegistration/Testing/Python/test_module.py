@@ -29,6 +29,7 @@ from CTMRRegistrationLib.qa.assess import QAResult
 from CTMRRegistrationLib.qa.overlay import normalise
 from CTMRRegistrationLib.qa.pictures import checkerboard
 from CTMRRegistrationLib.registration.pipeline import BIAS_CORRECTIONS
+from CTMRRegistrationLib.registration.user_masks import MASK_MODES
 
 MODULE_DIR = Path(__file__).resolve().parents[2]
 MODULE_FILE = MODULE_DIR / "CTMRRegistration.py"
@@ -36,7 +37,7 @@ PANEL_FILE = MODULE_DIR / "CTMRRegistrationLib" / "apps" / "panel.py"
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "CTMRRegistration.ui"
 PARAMETER_NODE_CLASS = "CTMRRegistrationParameterNode"
 # Parameter-node fields that the panel layer handles itself rather than passing to the library.
-PANEL_FIELDS = {"fixedVolume", "movingVolume", "metricsTable", "reportFolder", "verdict"}
+PANEL_FIELDS = {"fixedVolume", "movingVolume", "metricsTable", "reportFolder", "verdict", "dicomRegFile"}
 
 
 # ----- reading the module file ------------------------------------------------------------------------------------
@@ -269,6 +270,7 @@ def test_choices_are_the_library_values():
     fields = parameter_fields()
     assert fields["backend"].choices == list(BACKENDS)
     assert list(BIAS_CORRECTIONS) == fields["biasCorrection"].choices
+    assert list(MASK_MODES) == fields["maskMode"].choices
 
 
 def test_panel_settings_are_the_parameter_node_fields():
@@ -344,6 +346,19 @@ def test_every_parameter_reaches_the_library_or_is_handled_by_the_panel():
 def test_empty_paths_are_none():
     assert panel.optional_path(Path()) is None and panel.optional_path("") is None
     assert panel.optional_path(None) is None and panel.optional_path(Path("/tmp/x")) == Path("/tmp/x")
+
+
+def test_user_masks_reach_the_library_and_the_reg_export_needs_a_result(context):
+    fixed_mask = context.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "fixed mask")
+    arguments = registration_arguments(PanelSettings(fixedMask=fixed_mask, maskMode="replace"))
+    assert arguments["fixed_mask"] is fixed_mask and arguments["moving_mask"] is None
+    assert arguments["mask_mode"] == "replace"
+    volumes = dict(fixedVolume=object(), movingVolume=object())
+    with pytest.raises(InputError, match="DICOM REG file"):
+        panel.Panel(RegistrationLogic(context)).export_dicom_registration(PanelSettings(**volumes))
+    with pytest.raises(InputError, match="register first"):
+        panel.Panel(RegistrationLogic(context)).export_dicom_registration(
+            PanelSettings(**volumes, dicomRegFile=Path("/tmp/reg.dcm")))
 
 
 def test_apply_problems():
