@@ -10,6 +10,7 @@ from CTMRRegistrationLib.apps.panel import Panel, PanelSettings
 from CTMRRegistrationLib.core import resources
 from CTMRRegistrationLib.core.errors import Cancelled, InputError
 from CTMRRegistrationLib.core.geometry import flip_ras_lps, matrix_from_sitk
+from CTMRRegistrationLib.mrml.crop_roi import roi_corners
 from CTMRRegistrationLib.mrml.logic import RegistrationLogic
 from CTMRRegistrationLib.mrml.nodes import (
     add_volume_from_sitk,
@@ -62,6 +63,24 @@ def test_checkerboard_of_the_registered_pair(session, sample_ct):
     assert 0.35 < in_fixed_squares.mean() < 0.75  # about half the cubes show the CT ...
     assert not np.allclose(board, fixed) and sitk.GetArrayViewFromImage(mr_on_ct).max() > 0  # ... the rest the MR
     assert node.GetDisplayNode().GetWindowLevelMin() == 0.0 and node.GetDisplayNode().GetWindowLevelMax() == 1.0
+
+
+def test_the_registered_region_and_cropped_volumes(session, sample_ct):
+    context, panel, settings, first = session
+    region = settings.registeredRegion
+    assert region is first.crop_roi_node and region.IsA("vtkMRMLMarkupsROINode")
+    np.testing.assert_allclose(roi_corners(region), first.crop_region, atol=1e-6)
+    fixed_cropped, moving_cropped = panel.crop_volumes(settings)
+    assert fixed_cropped.GetImageData().GetDimensions() == tuple(first.metrics["cropped_sizes"]["fixed"])
+    start = np.round(np.linalg.inv(ijk_to_world_lps(settings.fixedVolume)) @ ijk_to_world_lps(fixed_cropped), 6)
+    np.testing.assert_allclose(start[:3, :3], np.eye(3), atol=1e-6)  # same voxels, shifted by whole indices
+    np.testing.assert_allclose(start[:3, 3], np.round(start[:3, 3]), atol=1e-6)
+    i, j, k = start[:3, 3].astype(int)
+    cropped = sitk.GetArrayFromImage(sitk_from_volume(fixed_cropped))
+    np.testing.assert_array_equal(cropped, sitk.GetArrayViewFromImage(sample_ct)[k:k + cropped.shape[0],
+                                                                                 j:j + cropped.shape[1],
+                                                                                 i:i + cropped.shape[2]])
+    assert moving_cropped.GetImageData().GetNumberOfPoints() > 0
 
 
 def test_register_again_writes_into_the_same_node(session, ct_object_points):
