@@ -176,7 +176,8 @@ def test_a_cancel_before_the_assessment_runs_nothing(sample_ct, sample_mr, refer
 @pytest.mark.slow
 def test_every_graded_cue_is_produced(sample_ct, sample_mr, reference_ct_to_mr, reference_qa):
     """A misspelt cue would be silently ungraded (a cue that is absent counts as ok): each limit's cue must be
-    among the metrics of a linear assessment with a backward transform, or of a deformable one."""
+    among the metrics of a linear assessment with a backward transform, of a deformable one, or of one whose
+    restarts find no overlap."""
     produced = set(reference_qa.metrics)
     backward = sitk_from_matrix(np.linalg.inv(reference_ct_to_mr))
     produced |= set(assess(sample_ct, sample_mr, reference_ct_to_mr, backward,
@@ -184,4 +185,7 @@ def test_every_graded_cue_is_produced(sample_ct, sample_mr, reference_ct_to_mr, 
     bspline = sitk.BSplineTransformInitializer(sample_ct, [3, 3, 3])
     deformable = sitk.CompositeTransform([sitk_from_matrix(reference_ct_to_mr), bspline])
     produced |= set(assess(sample_ct, sample_mr, deformable, options=QAOptions(restarts=0)).metrics)
+    far = reference_ct_to_mr.copy()
+    far[2, 3] += 200.0  # the objects barely overlap: the restarts find no overlap
+    produced |= set(assess(sample_ct, sample_mr, far, options=QAOptions(restarts=1)).metrics)
     assert {limit.cue for limit in LIMITS} <= produced, {limit.cue for limit in LIMITS} - produced
