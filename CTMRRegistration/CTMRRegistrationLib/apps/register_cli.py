@@ -26,6 +26,7 @@ whole; a failed or interrupted write leaves nothing there.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -184,6 +185,11 @@ def register_files(args) -> tuple[SceneRegistrationResult, dict, list[str]]:
         except OutputError as error:
             warnings.append(f"{kind} not written: {error}")
 
+    @functools.cache
+    def image(node) -> sitk.Image:
+        """A volume as SimpleITK, converted once and only for the outputs that need it."""
+        return sitk_from_volume(node)
+
     if result.status == "ok":
         outputs["transform"] = str(mrml_io.save_node(context, result.transform_node, args.output_transform))
     for role, node in result.mask_nodes.items():
@@ -197,25 +203,25 @@ def register_files(args) -> tuple[SceneRegistrationResult, dict, list[str]]:
         attempt("inverse_transform", lambda: mrml_io.save_node(context, inverse, args.output_inverse_transform))
     if args.output_dicom_reg:
         attempt("dicom_reg", lambda: write_atomically(args.output_dicom_reg, lambda path: write_registration_object(
-            path, result.transform, fixed_series, moving_series, sitk_from_volume(fixed_node))))
+            path, result.transform, fixed_series, moving_series, image(fixed_node))))
     if args.output_elastix_transform:
         attempt("elastix_transform", lambda: write_elastix_transform(
-            result.transform, sitk_from_volume(fixed_node), args.output_elastix_transform)[-1])
+            result.transform, image(fixed_node), args.output_elastix_transform)[-1])
     if result.crop_roi_node is not None:
         attempt("crop_roi", lambda: mrml_io.save_node(context, result.crop_roi_node, args.output_crop_roi))
     if resampled_node is not None:
         attempt("volume", lambda: mrml_io.save_node(context, resampled_node, args.output_volume))
-    images = sitk_from_volume(fixed_node), sitk_from_volume(moving_node)
     if args.overlay:
         rows = {"before": result.initial_transform if args.init == "none" else sitk.Transform(),
                 "after": result.transform}
-        attempt("overlay", lambda: write_atomically(args.overlay, lambda path: write_overlay_png(path, *images, rows),
-                                                    lambda path: sitk.ReadImage(str(path))))
+        attempt("overlay", lambda: write_atomically(
+            args.overlay, lambda path: write_overlay_png(path, image(fixed_node), image(moving_node), rows),
+            lambda path: sitk.ReadImage(str(path))))
     if args.report:
         parameters = {name: value.name if name == "backend" else value for name, value in options.items()
                       if value is not None and value != {}}
         attempt("report", lambda: write_folder_atomically(args.report, lambda folder: logic.write_report(
-            folder, result, *images, fixed_node, moving_node, parameters)) / REPORT_NAME)
+            folder, result, image(fixed_node), image(moving_node), fixed_node, moving_node, parameters)) / REPORT_NAME)
     return result, outputs, warnings
 
 
