@@ -23,7 +23,8 @@ import SimpleITK as sitk
 from scipy.spatial.transform import Rotation
 
 from ..core.errors import NoOverlapError
-from ..core.geometry import matrix_from_sitk
+from ..core.geometry import matrix_from_sitk, sitk_from_matrix
+from ..core.imaging import in_view_mask
 from ..core.point_mapping import map_points
 from ..core.resources import parameter_file
 from ..elastix.backends import ElastixBackend
@@ -106,6 +107,9 @@ def restart_stability(images: QAImages, matrix: np.ndarray, refine: RigidRefiner
     restart finds no overlap, how many did instead."""
     (fixed, moving, fixed_mask, moving_mask), pose, centre, swapped = _ct_fixed(images, matrix)
     ends, lost = [], 0
+    # only where the moving image has data: a partial moving view would leave most samples outside it
+    seen = in_view_mask(fixed, moving, sitk_from_matrix(pose), margin_voxels=0)
+    fixed_mask = seen if fixed_mask is None else sitk.And(fixed_mask, seen)
     for start in perturbed_starts(pose, centre, starts):
         try:
             ends.append(refine(fixed, moving, start, fixed_mask, moving_mask))

@@ -2,9 +2,12 @@
 
 Checks, working resolution, foreground masks, global initialisation (with the mirror check), MR
 bias-field correction, common-region crop, then the elastix stages rigid -> affine -> deformable (each
-optional) with masks, and an overlap check. Each stage starts from the previous stage's fixed->moving
-transform and is timed in `stage_seconds`; an affine or deformable result is kept only when the stage guard
-(stage_guard.py) finds it better than the previous one, or when `force_stages` is set.
+optional) with masks, and an overlap check. The rigid stage runs on the 2 mm working grid; the affine and
+deformable stages, which follow local shape, run on a 1 mm grid of the same region (on the porcine pair, mean
+error at 16 air pockets: rigid 4.2 mm, affine 5.1 mm at 2 mm but 3.8 mm at 1 mm). Each stage starts from the
+previous stage's fixed->moving transform and is timed in `stage_seconds`; an affine or deformable result is
+kept only when the stage guard (stage_guard.py) finds it better than the previous one, or when
+`force_stages` is set.
 """
 
 from __future__ import annotations
@@ -19,7 +22,14 @@ import SimpleITK as sitk
 
 from ..core.errors import Cancelled, InputError, NoOverlapError
 from ..core.geometry import matrix_from_sitk, sitk_from_matrix, transform_points
-from ..core.imaging import check_volume, guess_modality, physical_corners, resample_on_grid, shrink_to_spacing
+from ..core.imaging import (
+    check_volume,
+    guess_modality,
+    in_view_mask,
+    physical_corners,
+    resample_on_grid,
+    shrink_to_spacing,
+)
 from ..core.masks import foreground_mask
 from ..core.resources import parameter_file
 from ..elastix.backends import ElastixBackend, choose_backend
@@ -28,7 +38,7 @@ from ..elastix.parameter_checks import check_parameter_map
 from ..elastix.parameters import ParameterMap, read_parameter_file
 from ..elastix.transforms import compose, is_linear, linear_transform_map, sitk_from_transform_map
 from . import initialization, input_checks
-from .bias_field import correct_bias_field
+from .bias_field import estimate_log_bias_field, remove_bias_field
 from .common_region import crop_boxes, crop_to_points
 from .stage_guard import EdgeCue, guard_stage
 from .user_masks import check_user_masks, combine_masks
@@ -40,6 +50,8 @@ BIAS_CORRECTIONS = {"auto": None, "on": True, "off": False}  # choice -> Registr
 STAGES = ("rigid", "affine", "deformable")
 STAGE_COST = {"rigid": 1.0, "affine": 1.0, "deformable": 10.0}  # relative elastix run times, for progress
 WORKING_SPACING_MM = 2.0
+FINE_SPACING_MM = 1.0  # affine and deformable stages: small structures (e.g. air pockets) vanish at 2 mm
+FINE_STAGES = ("affine", "deformable")
 MIN_OVERLAP_FRACTION = 0.2
 
 
@@ -225,6 +237,7 @@ def register_images(
     parameters = _stage_parameters(options, wheel=backend.name == "itk-elastix")
     started = time.perf_counter()
     _report(progress, 0.0, "preparing images")
+    originals = {"fixed": fixed, "moving": moving}
     fixed, fixed_modality = _prepare(fixed, "fixed", options.fixed_modality)
     moving, moving_modality = _prepare(moving, "moving", options.moving_modality)
     swap = (fixed_modality, moving_modality) == ("MR", "CT")
@@ -232,12 +245,13 @@ def register_images(
     result = RegistrationResult(sitk.Transform(), sitk.Transform(), *modalities, backend=backend.describe())
     stages = _StageRunner(options, parameters, backend, result.stage_seconds, progress, cancelled)
     pair = (moving, fixed) if swap else (fixed, moving)
+    fine_pair = (originals["moving"], originals["fixed"]) if swap else (originals["fixed"], originals["moving"])
     start = options.initial_matrix
     if start is not None and swap:
         start = np.linalg.inv(start)
     user_masks = {"fixed_mask": options.moving_mask, "moving_mask": options.fixed_mask} if swap else {}
     inputs = _align_linear(*pair, modalities, replace(options, **user_masks), stages, result, start,
-                           region_in_moving=swap)
+                           region_in_moving=swap, fine_pair=fine_pair)
     if result.status == "mirrored":
         input_checks.check_mirror_evidence({"fixed": fixed, "moving": moving},
                                            {"fixed": options.fixed_modality, "moving": options.moving_modality})
@@ -265,9 +279,14 @@ class _ElastixInputs:
     moving: sitk.Image
     fixed_mask: sitk.Image | None
     moving_mask: sitk.Image | None
+    fine: _ElastixInputs | None = None  # the same region on the FINE_SPACING_MM grid, for FINE_STAGES
 
     def swapped(self) -> _ElastixInputs:
-        return _ElastixInputs(self.moving, self.fixed, self.moving_mask, self.fixed_mask)
+        return _ElastixInputs(self.moving, self.fixed, self.moving_mask, self.fixed_mask,
+                              self.fine.swapped() if self.fine is not None else None)
+
+    def for_stage(self, stage: str) -> _ElastixInputs:
+        return self.fine if stage in FINE_STAGES and self.fine is not None else self
 
 
 class _StageRunner:
@@ -303,6 +322,7 @@ class _StageRunner:
         low, high = self.spans[stage]
         message = f"{stage} registration (elastix)"
         self.start(stage, low, message)
+        inputs = inputs.for_stage(stage)
         if stage == "deformable":
             job = self._deformable_job(inputs, initial)
         else:
@@ -336,10 +356,7 @@ class _StageRunner:
         """The moving image resampled on the fixed grid; the fixed mask limited to where the moving image has
         data (outside it the resampled background would pull the B-spline). No moving mask: discarding
         samples that leave it rewards deformations that push them out (found to inflate the object)."""
-        support = sitk.Image(inputs.moving.GetSize(), sitk.sitkUInt8) + 1
-        support.CopyInformation(inputs.moving)
-        mapped = resample_on_grid(support, inputs.fixed, initial, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
-        in_view = sitk.BinaryErode(mapped, [2, 2, 2])
+        in_view = in_view_mask(inputs.fixed, inputs.moving, initial)
         fixed_mask = sitk.And(inputs.fixed_mask, in_view) if self.options.use_masks else in_view
         moving = resample_on_grid(inputs.moving, inputs.fixed, initial, pixel_type=inputs.moving.GetPixelID())
         return ElastixJob(inputs.fixed, moving, [self.parameters["deformable"]], fixed_mask=fixed_mask,
@@ -350,8 +367,24 @@ def _use_bias_correction(options: RegistrationOptions, modality: str) -> bool:
     return modality == "MR" if options.bias_correction is None else options.bias_correction
 
 
+def _fine_inputs(coarse: _ElastixInputs, fixed: sitk.Image, moving: sitk.Image, modalities,
+                 options: RegistrationOptions, log_fields: dict[str, sitk.Image]) -> _ElastixInputs:
+    """The region of `coarse` cut from the input images `fixed` and `moving` on their FINE_SPACING_MM grids,
+    with foreground masks found on those grids (a 2 mm mask's blocky outline cost the deformable stage 0.4 mm
+    at the phantom's air pockets) and the bias fields found on the working grid (`log_fields` by role)."""
+    images, masks = [], []
+    for role, image, grid, modality in zip(("fixed", "moving"), (fixed, moving), (coarse.fixed, coarse.moving),
+                                           modalities):
+        region = crop_to_points(image, physical_corners(grid, faces=True), 0.0)
+        fine = sitk.Cast(shrink_to_spacing(sitk.Cast(region, sitk.sitkFloat32), FINE_SPACING_MM), sitk.sitkFloat32)
+        user_mask = options.fixed_mask if role == "fixed" else options.moving_mask
+        masks.append(combine_masks(foreground_mask(fine, modality), user_mask, options.mask_mode, role))
+        images.append(remove_bias_field(fine, log_fields[role]) if role in log_fields else fine)
+    return _ElastixInputs(*images, *masks)
+
+
 def _align_linear(fixed, moving, modalities, options, stages: _StageRunner, result, start,
-                  region_in_moving: bool) -> _ElastixInputs | None:
+                  region_in_moving: bool, fine_pair: tuple[sitk.Image, sitk.Image]) -> _ElastixInputs | None:
     """Masks, initialisation, bias correction, common-region crop and the linear elastix stages.
 
     Sets result.transform; returns the cropped inputs for a later deformable stage (None when mirrored).
@@ -371,11 +404,13 @@ def _align_linear(fixed, moving, modalities, options, stages: _StageRunner, resu
     if result.status == "mirrored":
         return None
 
+    log_fields = {}
     for role, modality in zip(("fixed", "moving"), modalities):
         if _use_bias_correction(options, modality):
             stages.start(f"bias_correction_{role}", 0.45, f"correcting the {role} image's MR bias field (N4)")
-            mask = fixed_mask if role == "fixed" else moving_mask
-            corrected = correct_bias_field(fixed if role == "fixed" else moving, mask)
+            image, mask = (fixed, fixed_mask) if role == "fixed" else (moving, moving_mask)
+            log_fields[role] = estimate_log_bias_field(image, mask)
+            corrected = remove_bias_field(image, log_fields[role])
             fixed, moving = (corrected, moving) if role == "fixed" else (fixed, corrected)
             stages.stop()
 
@@ -392,6 +427,10 @@ def _align_linear(fixed, moving, modalities, options, stages: _StageRunner, resu
                                            "moving": list(inputs.moving.GetSize())}
         stages.stop()
 
+    if set(FINE_STAGES) & set(stages.parameters):
+        stages.start("fine_grid", 0.52, f"preparing the {FINE_SPACING_MM:g} mm grid")
+        inputs.fine = _fine_inputs(inputs, *fine_pair, modalities, options, log_fields)
+        stages.stop()
     if "rigid" in stages.parameters:
         result.transform = stages.elastix("rigid", inputs, result.transform)
     if "affine" in stages.parameters:

@@ -1,10 +1,11 @@
-"""N4 bias-field correction removes a known smooth multiplicative field from the bundled MR."""
+"""N4 bias-field correction removes a known smooth multiplicative field from the bundled MR, and fits no finer
+field on a small field of view than its extent allows."""
 
 import numpy as np
 import SimpleITK as sitk
 
 from CTMRRegistrationLib.core.masks import mr_foreground_mask
-from CTMRRegistrationLib.registration.bias_field import correct_bias_field
+from CTMRRegistrationLib.registration.bias_field import MIN_FIELD_SPAN_MM, correct_bias_field, fitting_levels
 
 
 def test_known_bias_field_is_removed(sample_mr):
@@ -28,3 +29,13 @@ def test_correction_keeps_the_grid_and_leaves_the_input_alone(sample_mr):
     corrected = correct_bias_field(mr)
     assert corrected.GetSize() == mr.GetSize() and corrected.GetOrigin() == mr.GetOrigin()
     np.testing.assert_array_equal(sitk.GetArrayFromImage(mr), before)
+
+
+def test_fitting_levels_keep_the_finest_span_above_the_minimum():
+    levels = {}
+    for extent_mm in (40.0, 88.0, 118.0, 235.0, 500.0):
+        image = sitk.Image([64, 64, 32], sitk.sitkFloat32)
+        image.SetSpacing([extent_mm / 64, 300.0 / 64, 300.0 / 32])  # the shortest side decides
+        levels[extent_mm] = fitting_levels(image)
+        assert extent_mm / 2 ** (levels[extent_mm] - 1) >= MIN_FIELD_SPAN_MM or levels[extent_mm] == 1
+    assert levels == {40.0: 1, 88.0: 1, 118.0: 2, 235.0: 3, 500.0: 3}  # thigh MRs 88 and 118 mm, the phantom's 235

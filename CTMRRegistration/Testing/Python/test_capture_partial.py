@@ -79,22 +79,30 @@ def registered(fixed_is_ct: bool, ct: sitk.Image, mr: sitk.Image, options=OPTION
     return np.linalg.inv(result.matrix)
 
 
-THIGH_CASES = {
-    "STS_002, 180 about x, CT fixed": ("STS_002", ((180.0, 0.0, 0.0), (0.0, 0.0, 0.0)), None, True),
-    "STS_003, 250 mm and 150 about y, MR fixed": ("STS_003", ((30.0, 150.0, 0.0), tuple(OFFSET_250_MM)), None, False),
+LOWER_70, UPPER_70 = ((0.0, 0.0, 0.0), (1.0, 1.0, 0.7)), ((0.0, 0.0, 0.3), (1.0, 1.0, 1.0))  # along the limb
+THIGH_CASES = {  # patient, pose (degrees, mm), CT crop, MR crop, CT fixed
+    "STS_002, 180 about x, CT fixed": ("STS_002", ((180.0, 0.0, 0.0), (0.0, 0.0, 0.0)), None, None, True),
+    "STS_003, 250 mm and 150 about y, MR fixed": ("STS_003", ((30.0, 150.0, 0.0), tuple(OFFSET_250_MM)), None, None,
+                                                  False),
     "STS_002, CT inside MR, oblique, CT fixed": ("STS_002", ((135.0, -60.0, 45.0), (35.0, 15.0, -50.0)),
-                                                  ((0.3, 0.3, 0.2), (0.75, 0.8, 0.8)), True),
+                                                  ((0.3, 0.3, 0.2), (0.75, 0.8, 0.8)), None, True),
+    # 40 % of the CT's length shared: three N4 fitting levels on this 80 mm MR held the result 6-10 mm along
+    # the limb from the right pose
+    "STS_002, both partial, oblique, MR fixed": ("STS_002", ((40.0, -110.0, 70.0), (90.0, 120.0, -60.0)),
+                                                 LOWER_70, UPPER_70, False),
 }
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", THIGH_CASES)
 def test_thigh_pose_is_captured(case, thigh):
-    patient, pose_parameters, ct_crop, fixed_is_ct = THIGH_CASES[case]
+    patient, pose_parameters, ct_crop, mr_crop, fixed_is_ct = THIGH_CASES[case]
     ct, mr, points = thigh[patient]
     if ct_crop is not None:
         ct = crop(ct, *ct_crop)
-        points = points[points_in(ct, points)]
+    if mr_crop is not None:
+        mr = crop(mr, *mr_crop)
+    points = points[points_in(ct, points) & points_in(mr, points)]
     centre = np.asarray(mr.TransformContinuousIndexToPhysicalPoint([s / 2 for s in mr.GetSize()]))
     pose = rigid_pose(*pose_parameters, centre=centre)
     found = registered(fixed_is_ct, ct, move_header(mr, pose))
@@ -147,3 +155,19 @@ def test_second_chance_recovers_when_the_first_candidate_is_wrong(sample_ct, sam
     second_chance = recovered.metrics["initialization"]["second_chance"]
     assert [t["verdict"] for t in second_chance["tried"]] == ["failed", recovered_qa.verdict]
     assert second_chance["winner"] == "search candidate 2"
+
+
+@pytest.mark.slow
+def test_assessment_tells_a_right_partial_thigh_result_from_one_10_mm_along_the_limb(thigh):
+    """On a pair that shares 40 % of the CT's length, the QA restarts stay where the MR has data (they used to
+    lose the overlap, which failed every result) and the verdict passes the right pose, fails 10 mm off."""
+    ct, mr, points = thigh["STS_002"]
+    ct, mr = crop(ct, *LOWER_70), crop(mr, *UPPER_70)
+    right = registered(True, ct, mr, RegistrationOptions(threads=2, initial_matrix=np.eye(4)))
+    along_limb = np.eye(4)
+    along_limb[:3, 3] = 10.0 * np.asarray(ct.GetDirection()).reshape(3, 3)[:, 2]
+    options = QAOptions(threads=2)
+    right_qa, off_qa = (assess(ct, mr, matrix, options=options) for matrix in (right, right @ along_limb))
+    assert "restarts_without_overlap" not in right_qa.metrics and right_qa.metrics["restart_drift_mm"] < 5.0
+    assert right_qa.verdict in ("ok", "check"), right_qa.reasons
+    assert off_qa.verdict == "failed" and off_qa.metrics["restart_drift_mm"] > 8.0

@@ -76,6 +76,12 @@ def test_grading_rule():
     assert grade_cues(good | {"restart_drift_mm": 20.0}).verdict == "failed"
     assert grade_cues(good | {"restarts_without_overlap": 1}).verdict == "failed"
     assert grade_cues(good | {"edge_alignment": None, "inverse_consistency_p95_mm": None}).verdict == "ok"
+    # the two edge cues read the same evidence: both in doubt is one doubt (a correct thigh result reads
+    # 1.47 and 0.55), but a doubt of another cue beside them fails
+    edges_low = good | {"edge_alignment": 1.5, "edge_agreeing_regions": 0.55}
+    assert grade_cues(edges_low).verdict == "check" and len(grade_cues(edges_low).reasons) == 2
+    assert grade_cues(edges_low | {"restart_drift_mm": 10.0}).verdict == "failed"
+    assert grade_cues(good | {"edge_agreeing_regions": 0.45}).verdict == "failed"
 
 
 def test_inverse_consistency_and_perturbed_starts(reference_ct_to_mr, object_centre):
