@@ -19,6 +19,9 @@ regions, peak contrast, restart drift and spread in mm):
 On the human thigh pairs (T1 MR, CT; sts-thigh) correct results read lower edge cues: STS_002 edge alignment
 1.47-1.67 and agreeing regions 0.55-0.81 (counted as one doubt: `check`), while 10 mm along the limb or 8 degrees
 off give 1.32-1.49 / 0.42-0.58 with restart drift 10-15 mm, and 180 degrees 1.21-1.35 (all `failed`).
+A wrong thigh pose 22 mm off that restarts return to (drift 2.8 mm) reads 1.57 / 0.56 too: its edges do not
+peak at it (contrast 0.065, correct thigh results 0.14-0.20, the phantom's 0.12-0.15), hence the contrast's
+`check` limit of 0.08 (it was 0.05: the phantom's failures read 0.02-0.06).
 The cues separate gross failures (wrong orientation, local optima tens of mm away) with wide margins; errors
 of 5 to 8 mm sit inside the spread of correct results and are not reliably flagged.
 """
@@ -60,7 +63,7 @@ LIMITS = (
     Limit("edge_alignment", 1.70, 1.40, True, "edges of the two images do not line up much better than chance",
           "edges"),
     Limit("edge_agreeing_regions", 0.70, 0.50, True, "edges line up in too few regions of the object", "edges"),
-    Limit("edge_peak_contrast", 0.05, 0.0, True, "edge alignment does not peak at the result (shifting it a few mm "
+    Limit("edge_peak_contrast", 0.08, 0.0, True, "edge alignment does not peak at the result (shifting it a few mm "
           "does as well)"),
     Limit("restart_drift_mm", 8.0, 15.0, False, "registrations restarted near the result end elsewhere"),
     Limit("restarts_without_overlap", 0.0, 0.0, False, "registrations restarted near the result lose the overlap "

@@ -82,6 +82,8 @@ def test_grading_rule():
     assert grade_cues(edges_low).verdict == "check" and len(grade_cues(edges_low).reasons) == 2
     assert grade_cues(edges_low | {"restart_drift_mm": 10.0}).verdict == "failed"
     assert grade_cues(good | {"edge_agreeing_regions": 0.45}).verdict == "failed"
+    # ... unless the edges do not peak at the result either (a thigh pose 22 mm off, restarts staying there)
+    assert grade_cues(edges_low | {"edge_peak_contrast": 0.065, "restart_drift_mm": 2.8}).verdict == "failed"
 
 
 def test_inverse_consistency_and_perturbed_starts(reference_ct_to_mr, object_centre):
