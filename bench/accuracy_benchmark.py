@@ -60,12 +60,12 @@ def start_pose(degrees, millimetres, centre) -> np.ndarray:
 
 
 def object_centre(image: sitk.Image, modality: str) -> np.ndarray:
-    voxels = np.argwhere(sitk.GetArrayViewFromImage(foreground_mask(image, modality)) > 0)[:, ::-1].mean(axis=0)
+    voxels = np.argwhere(sitk.GetArrayFromImage(foreground_mask(image, modality)) > 0)[:, ::-1].mean(axis=0)
     return np.asarray(image.TransformContinuousIndexToPhysicalPoint(voxels.tolist()))
 
 
 def object_points(image: sitk.Image, modality: str, count: int = 2000) -> np.ndarray:
-    voxels = np.argwhere(sitk.GetArrayViewFromImage(foreground_mask(image, modality)) > 0)[:, ::-1].astype(float)
+    voxels = np.argwhere(sitk.GetArrayFromImage(foreground_mask(image, modality)) > 0)[:, ::-1].astype(float)
     voxels = voxels[np.random.default_rng(0).choice(len(voxels), min(count, len(voxels)), replace=False)]
     return np.array([image.TransformContinuousIndexToPhysicalPoint(v.tolist()) for v in voxels])
 

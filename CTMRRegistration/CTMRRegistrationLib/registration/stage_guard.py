@@ -98,9 +98,9 @@ def jacobian_range(transform: sitk.Transform, fixed: sitk.Image, mask: sitk.Imag
     determinant = sitk.DisplacementFieldJacobianDeterminant(field)
     inside = np.zeros(size[::-1], bool)
     inside[1:-1, 1:-1, 1:-1] = True  # the outer layer has one-sided derivatives
-    if mask is not None:
-        inside &= sitk.GetArrayViewFromImage(sitk.Resample(mask, determinant, sitk.Transform(),
-                                                           sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)) > 0
+    if mask is not None:  # a copy: a view of the temporary resampled mask would read freed memory
+        inside &= sitk.GetArrayFromImage(sitk.Resample(mask, determinant, sitk.Transform(),
+                                                       sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)) > 0
     values = sitk.GetArrayViewFromImage(determinant)[inside]
     return (float(values.min()), float(values.max())) if values.size else (1.0, 1.0)
 
