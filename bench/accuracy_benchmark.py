@@ -233,7 +233,8 @@ def _print_costs(title: str, rows: dict) -> None:
     for name, run in rows.items():
         stages = "  ".join(f"{k} {v:.1f}" for k, v in run["stage_seconds"].items() if k in ("rigid", "affine",
                                                                                           "deformable"))
-        guard = "  ".join(f"{k}: {v['edge_alignment_before']:.3f}->{v['edge_alignment_after']:.3f}"
+        guard = "  ".join(f"{k}: not run, {v['shared_object_fraction']:.0%} shared" if not v.get("run", True) else
+                          f"{k}: {v['edge_alignment_before']:.3f}->{v['edge_alignment_after']:.3f}"
                           f"{'' if v['kept'] else ' discarded'}" for k, v in run.get("guard", {}).items())
         print(f"  {name:42s} wall {run['seconds']:6.1f} s  peak {run['memory']:5.2f} GB  {stages}  {guard}")
 

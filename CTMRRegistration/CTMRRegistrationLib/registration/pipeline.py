@@ -40,7 +40,7 @@ from ..elastix.transforms import compose, is_linear, linear_transform_map, sitk_
 from . import initialization, input_checks
 from .bias_field import estimate_log_bias_field, remove_bias_field
 from .common_region import crop_boxes, crop_to_points
-from .stage_guard import EdgeCue, guard_stage
+from .stage_guard import EdgeCue, guard_stage, skipped_for_partial_views
 from .user_masks import check_user_masks, combine_masks
 
 ProgressCallback = Callable[[float, str], None]
@@ -343,7 +343,13 @@ class _StageRunner:
         return sitk.CompositeTransform([initial, found]) if stage == "deformable" else compose(initial, found)
 
     def guarded(self, stage: str, inputs: _ElastixInputs, initial: sitk.Transform, result) -> sitk.Transform:
-        """Run `stage` from `initial`; keep its result only if the stage guard finds it better (or forced)."""
+        """Run `stage` from `initial` unless the images share too little of their objects; keep its result only
+        if the stage guard finds it better (or forced)."""
+        matrix = matrix_from_sitk(initial)
+        shared = min(_mask_overlap_fraction(result.fixed_mask, result.moving_mask, matrix),
+                     _mask_overlap_fraction(result.moving_mask, result.fixed_mask, np.linalg.inv(matrix)))
+        if skipped_for_partial_views(stage, shared, self.options.force_stages, result.metrics, result.warnings):
+            return initial
         found = self.elastix(stage, inputs, initial)
         self.start(f"{stage}_guard", self.spans[stage][1], f"checking the {stage} result")
         cue = EdgeCue(inputs.fixed, inputs.moving, inputs.fixed_mask, inputs.moving_mask)

@@ -26,6 +26,10 @@ NGF_NOISE_FRACTION = 2.0  # NGF epsilon: twice the median gradient magnitude in 
 MIN_GAIN = 0.0  # a stage must raise the edge alignment by more than this fraction to be kept
 JACOBIAN_RANGE = (0.5, 2.0)  # plausible local volume change of a deformable result inside the fixed object
 VIEW_MARGIN = 2  # voxels: points mapped this close to the moving image's border are not compared
+MIN_SHARED_FRACTION = 0.7  # an affine or deformable stage runs only when each image shows this much of the
+# other's object: where one view cuts the object, scaling and deformation along the cut are unconstrained. On
+# the thigh pairs (MR inside CT) the affine and deformable stages moved the tumour (Dice 0.91 -> 0.86, HD95
+# 2.8 -> 6.5 mm; a known synthetic warp: mean error 4.6 -> 11.4 mm) while edges aligned 2-6 % better.
 
 
 def _normalised_gradients(image: sitk.Image, epsilon: float) -> np.ndarray:
@@ -105,6 +109,20 @@ def jacobian_range(transform: sitk.Transform, fixed: sitk.Image, mask: sitk.Imag
     return (float(values.min()), float(values.max())) if values.size else (1.0, 1.0)
 
 
+def skipped_for_partial_views(stage: str, shared: float, force: bool, metrics: dict, warnings: list) -> bool:
+    """Whether `stage` is skipped because the images share only `shared` (0-1) of their objects; recorded in
+    metrics['stage_guard'][stage] and `warnings` when it is. A forced stage always runs."""
+    if force or shared >= MIN_SHARED_FRACTION:
+        metrics.setdefault("stage_guard", {})[stage] = {"shared_object_fraction": round(shared, 4)}
+        return False
+    metrics.setdefault("stage_guard", {})[stage] = {"shared_object_fraction": round(shared, 4), "kept": False,
+                                                    "forced": False, "run": False}
+    warnings.append(f"the {stage} stage was not run: the images share only {shared:.0%} of their objects (partial "
+                    f"fields of view, at least {MIN_SHARED_FRACTION:.0%} needed), and along a cut view its scaling "
+                    "and deformation are unconstrained; force it with force_stages / --force-stages")
+    return True
+
+
 def guard_stage(stage: str, cue: EdgeCue, previous: sitk.Transform, candidate: sitk.Transform, force: bool,
                 metrics: dict, warnings: list, fixed_mask: sitk.Image | None = None) -> sitk.Transform:
     """`candidate` (the stage's result) when it aligns edges better than `previous` (and, for a deformable
@@ -121,7 +139,8 @@ def guard_stage(stage: str, cue: EdgeCue, previous: sitk.Transform, candidate: s
             reasons.append(f"its Jacobian determinant spans {low:.2f}-{high:.2f} inside the object, outside "
                            f"the plausible {JACOBIAN_RANGE[0]}-{JACOBIAN_RANGE[1]}")
     kept = force or not reasons
-    metrics.setdefault("stage_guard", {})[stage] = record | {"kept": kept, "forced": force}
+    records = metrics.setdefault("stage_guard", {})
+    records[stage] = records.get(stage, {}) | record | {"kept": kept, "forced": force}
     if kept:
         return candidate
     warnings.append(f"the {stage} stage was discarded: {'; '.join(reasons)}; force it with force_stages / "
