@@ -382,7 +382,7 @@ def _fine_inputs(coarse: _ElastixInputs, fixed: sitk.Image, moving: sitk.Image, 
     for role, image, grid, modality in zip(("fixed", "moving"), (fixed, moving), (coarse.fixed, coarse.moving),
                                            modalities):
         region = crop_to_points(image, physical_corners(grid, faces=True), 0.0)
-        fine = sitk.Cast(shrink_to_spacing(sitk.Cast(region, sitk.sitkFloat32), FINE_SPACING_MM), sitk.sitkFloat32)
+        fine = shrink_to_spacing(sitk.Cast(region, sitk.sitkFloat32), FINE_SPACING_MM)
         user_mask = options.fixed_mask if role == "fixed" else options.moving_mask
         masks.append(combine_masks(foreground_mask(fine, modality), user_mask, options.mask_mode, role))
         images.append(remove_bias_field(fine, log_fields[role]) if role in log_fields else fine)
