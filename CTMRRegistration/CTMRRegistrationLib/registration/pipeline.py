@@ -12,6 +12,7 @@ kept only when the stage guard (stage_guard.py) finds it better than the previou
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -279,14 +280,16 @@ class _ElastixInputs:
     moving: sitk.Image
     fixed_mask: sitk.Image | None
     moving_mask: sitk.Image | None
-    fine: _ElastixInputs | None = None  # the same region on the FINE_SPACING_MM grid, for FINE_STAGES
+    # builds the same region on the FINE_SPACING_MM grid for FINE_STAGES, once and only if one of them runs
+    make_fine: Callable[[], _ElastixInputs] | None = None
 
     def swapped(self) -> _ElastixInputs:
+        make = self.make_fine
         return _ElastixInputs(self.moving, self.fixed, self.moving_mask, self.fixed_mask,
-                              self.fine.swapped() if self.fine is not None else None)
+                              functools.cache(lambda: make().swapped()) if make is not None else None)
 
     def for_stage(self, stage: str) -> _ElastixInputs:
-        return self.fine if stage in FINE_STAGES and self.fine is not None else self
+        return self.make_fine() if stage in FINE_STAGES and self.make_fine is not None else self
 
 
 class _StageRunner:
@@ -433,10 +436,8 @@ def _align_linear(fixed, moving, modalities, options, stages: _StageRunner, resu
                                            "moving": list(inputs.moving.GetSize())}
         stages.stop()
 
-    if set(FINE_STAGES) & set(stages.parameters):
-        stages.start("fine_grid", 0.52, f"preparing the {FINE_SPACING_MM:g} mm grid")
-        inputs.fine = _fine_inputs(inputs, *fine_pair, modalities, options, log_fields)
-        stages.stop()
+    coarse = inputs
+    inputs.make_fine = functools.cache(lambda: _fine_inputs(coarse, *fine_pair, modalities, options, log_fields))
     if "rigid" in stages.parameters:
         result.transform = stages.elastix("rigid", inputs, result.transform)
     if "affine" in stages.parameters:
