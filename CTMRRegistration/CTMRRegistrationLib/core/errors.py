@@ -14,7 +14,14 @@ class OutputError(CTMRError):
 
 
 class NoOverlapError(CTMRError):
-    """The fixed and moving images do not share a region that registration could align."""
+    """The fixed and moving images do not share a region that registration could align.
+
+    `search`: when registration started from a pose search's winner, that search's details (its
+    `alternatives` may still lead to an overlap); `swapped`: whether the search ran with fixed and moving
+    swapped (its matrices are then moving->fixed)."""
+
+    search: dict | None = None
+    swapped: bool = False
 
 
 class Cancelled(CTMRError):

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import SimpleITK as sitk
 
+from ..core.geometry import transform_points
 from ..core.imaging import index_to_physical_matrix, resample_isotropic
 from ..core.masks import foreground_mask
 
@@ -71,8 +72,7 @@ class CoarseView:
 
     def voxel_index(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Flat index of the nearest voxel of each LPS point (0 where outside), and whether it is inside."""
-        index_from_physical = self.index_from_physical
-        index = points @ index_from_physical[:3, :3].T + index_from_physical[:3, 3]
+        index = transform_points(self.index_from_physical, points)
         nearest = np.floor(index + 0.5).astype(np.int32)
         size_z, size_y, size_x = self.channels.shape[:3]
         inside = np.all(nearest.view(np.uint32) < np.array([size_x, size_y, size_z], np.uint32), axis=1)

@@ -4,9 +4,11 @@ The 24 axis-aligned rotations and about a thousand more spread evenly over all o
 combined with the translation that centres the masks, and scored at coarse resolution (see
 `pose_scoring`). The best-scoring rotations also get the translations that best place one field of view
 inside the other (see `translation_search`), for images that show different extents of the object. The
-best distinct poses of the sweep, and the best of those translated poses that differ from them (by
-rotation, or by where they map the fixed object), are refined locally (Mattes MI inside the fixed mask)
-and re-scored; the best wins, and the others are kept, ranked, for a second chance (see `qa.second_chance`).
+best distinct poses of the sweep, and the best of those translated poses, climb the same score locally
+(see `local_search`: the sweep is too sparse for a pose near the truth to score near its best); the best
+distinct poses they reach (by rotation, or by where they map the fixed object) are refined locally (Mattes
+MI inside the fixed mask) and re-scored; the best wins, and the others are kept, ranked, for a second
+chance (see `qa.second_chance`).
 The same search on a mirrored moving image, scored on the same scale, tells whether the moving header looks
 left-right flipped; it leaves the translated poses out, so that calling an image mirrored takes a clear win (a
 limb's cross-section fits almost as well mirrored, and a false call leaves the user with nothing).
@@ -23,18 +25,21 @@ import SimpleITK as sitk
 from ..core.errors import NoOverlapError
 from ..core.rotations import angle_between, search_rotations
 from .coarse_view import SEED, CoarseView
+from .local_search import climb
 from .pose_scoring import CUES, PoseScorer
 from .translation_search import TranslationSearch
 
 SEARCH_SPACING_MM = 5.0
 EVEN_ROTATIONS = 1000
-REFINED_CANDIDATES = 6
+REFINED_CANDIDATES = 8
+CLIMBED_PER_REFINED = 2  # sweep poses that climb the score, per refined candidate (as many translated ones)
 MIRROR_REFINED_CANDIDATES = 2
 DISTINCT_DEGREES = 25.0
 MIRROR_MARGIN = 1.5
 TRANSLATION_SEARCHED = 48  # best-scoring rotations whose translation is also searched by correlation
 DISTINCT_MM = 30.0
 ALTERNATIVES = 4  # ranked candidates kept for a second chance
+CUE_RESOLUTION = 0.01  # 1 % of each cue's range (Dice, edges: 0-1; NMI: 1-2); a one-voxel shift moves cues 1-4 %
 
 
 def _refine(fixed: CoarseView, moving: CoarseView, matrix: np.ndarray, threads: int | None) -> np.ndarray:
@@ -67,14 +72,19 @@ def _refine(fixed: CoarseView, moving: CoarseView, matrix: np.ndarray, threads: 
 
 
 class _ScoreScale:
-    """Combines cues into one score: the sum of their z-scores over all candidates of the sweep."""
+    """Combines cues into one score: the sum of their z-scores over all candidates of the sweep.
+
+    A cue's spread is taken as at least CUE_RESOLUTION: a cue that barely varies over the sweep (the Dice of
+    a CT lying wholly inside the MR's object) would otherwise turn its sampling noise into the largest term."""
 
     def __init__(self, cues: np.ndarray):
         valid = cues[~np.isnan(cues).any(axis=1)]
-        self.mean, self.std = valid.mean(axis=0), valid.std(axis=0) + 1e-9
+        self.mean, self.std = valid.mean(axis=0), np.maximum(valid.std(axis=0), CUE_RESOLUTION)
 
-    def __call__(self, cues: np.ndarray) -> float:
-        return float(np.sum((cues - self.mean) / self.std)) if not np.isnan(cues).any() else -np.inf
+    def scores(self, cues: np.ndarray) -> np.ndarray:
+        """The scores of (n, cues) rows; -inf where a cue is missing."""
+        scores = np.sum((cues - self.mean) / self.std, axis=1)
+        return np.where(np.isnan(scores), -np.inf, scores)
 
 
 @dataclass
@@ -148,14 +158,16 @@ def search_pose(fixed: CoarseView, moving: CoarseView, refined_candidates: int =
     if np.isnan(cues).all():
         raise NoOverlapError("no orientation brings the two objects into a common field of view")
     scale = scale or _ScoreScale(cues)
-    scores = np.array([scale(c) for c in cues])
+    scores = scale.scores(cues)
     shifted = _with_searched_translations(fixed, moving, poses, scores) if translations else np.zeros((0, 4, 4))
-    shifted_scores = np.array([scale(c) for c in scorer.cues(shifted)]) if len(shifted) else np.zeros(0)
-    chosen = _distinct_best(poses, scores, refined_candidates)
-    chosen += _distinct_best(shifted, shifted_scores, max(1, refined_candidates // 3), fixed.centroid, chosen)
+    starts = _distinct_best(poses, scores, CLIMBED_PER_REFINED * refined_candidates)
+    starts += _distinct_best(shifted, scale.scores(scorer.cues(shifted)) if len(shifted) else np.zeros(0),
+                             CLIMBED_PER_REFINED * refined_candidates, fixed.centroid, starts)
+    climbed, climbed_scores = climb(np.array(starts), lambda p: scale.scores(scorer.cues(p)), fixed.centroid)
+    chosen = _distinct_best(climbed, climbed_scores, refined_candidates, fixed.centroid)
     refined = [_refine(fixed, moving, pose, threads) for pose in chosen]
     refined_cues = scorer.cues(np.array(refined))
-    refined_scores = np.array([scale(c) for c in refined_cues])
+    refined_scores = scale.scores(refined_cues)
     order = np.argsort(-refined_scores)
     return SearchResult(
         poses=[refined[i] for i in order],

@@ -54,6 +54,7 @@ WORKING_SPACING_MM = 2.0
 FINE_SPACING_MM = 1.0  # affine and deformable stages: small structures (e.g. air pockets) vanish at 2 mm
 FINE_STAGES = ("affine", "deformable")
 MIN_OVERLAP_FRACTION = 0.2
+NO_OVERLAP_TRIES = 3  # next candidates of the pose search tried when its winner ends without overlap
 
 
 @dataclass
@@ -225,8 +226,45 @@ def register_images(
     The linear stages evaluate the metric over the CT whenever one image is CT: MR-fixed requests run
     CT-fixed and return the inverse, so swapping fixed and moving gives exactly the inverse linear transform.
     A deformable stage then runs in the requested direction, from that linear result.
+
+    When the images no longer overlap after registration from the pose search's winner, registration starts
+    again from the search's next (not mirrored) candidates, up to NO_OVERLAP_TRIES of them, and the first
+    that overlaps is returned; its metrics["initialization"]["started_from"] says which and why.
     """
     options = options or RegistrationOptions()
+    started = time.perf_counter()
+    try:
+        return _register(fixed, moving, options, progress, cancelled)
+    except NoOverlapError as error:
+        if not error.search:
+            raise
+        result = _register_from_other_candidates(fixed, moving, options, error, progress, cancelled)
+        result.seconds = time.perf_counter() - started
+        return result
+
+
+def _register_from_other_candidates(fixed, moving, options: RegistrationOptions, error: NoOverlapError,
+                                    progress, cancelled) -> RegistrationResult:
+    """The registration from the first of `error.search`'s next candidates that overlaps; `error` if none does."""
+    candidates = [c for c in error.search.get("alternatives", []) if not c["mirrored"]]
+    for rank, candidate in enumerate(candidates[:NO_OVERLAP_TRIES], start=2):
+        start = np.asarray(candidate["matrix"], dtype=float)
+        try:
+            result = _register(fixed, moving, replace(options, initial_matrix=np.linalg.inv(start) if error.swapped
+                                                      else start), progress, cancelled)
+        except NoOverlapError:
+            continue
+        result.metrics["initialization"] = error.search | {
+            "alternatives": [c for c in error.search["alternatives"] if c is not candidate],
+            "started_from": {"start": f"search candidate {rank}", "because": f"from the search winner, {error}"},
+        }
+        return result
+    raise error
+
+
+def _register(fixed: sitk.Image, moving: sitk.Image, options: RegistrationOptions,
+              progress: ProgressCallback | None, cancelled: CancelledCallback | None) -> RegistrationResult:
+    """register_images from one start: the given one, or the pose search's winner."""
     if options.initialization not in INITIALIZATIONS:
         raise InputError(f"unknown initialisation '{options.initialization}' (use {', '.join(INITIALIZATIONS)})")
     if options.initial_matrix is not None:
@@ -251,8 +289,13 @@ def register_images(
     if start is not None and swap:
         start = np.linalg.inv(start)
     user_masks = {"fixed_mask": options.moving_mask, "moving_mask": options.fixed_mask} if swap else {}
-    inputs = _align_linear(*pair, modalities, replace(options, **user_masks), stages, result, start,
-                           region_in_moving=swap, fine_pair=fine_pair)
+    try:
+        inputs = _align_linear(*pair, modalities, replace(options, **user_masks), stages, result, start,
+                               region_in_moving=swap, fine_pair=fine_pair)
+    except NoOverlapError as error:
+        if start is None and "alternatives" in result.metrics.get("initialization", {}):
+            error.search, error.swapped = result.metrics["initialization"], swap
+        raise
     if result.status == "mirrored":
         input_checks.check_mirror_evidence({"fixed": fixed, "moving": moving},
                                            {"fixed": options.fixed_modality, "moving": options.moving_modality})
