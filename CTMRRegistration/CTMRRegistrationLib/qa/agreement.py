@@ -44,14 +44,22 @@ def _inside_moving_view(images: QAImages, transform: sitk.Transform) -> np.ndarr
 
 def foreground_overlap(images: QAImages, transform: sitk.Transform) -> dict:
     """`object_coverage`: the share of the fixed object that the transform maps inside the moving image;
-    `foreground_overlap`: Dice of the fixed and the resampled moving foreground over that part."""
+    `moving_object_coverage`: the share of the moving object (by volume) that falls inside the fixed image;
+    `foreground_overlap`: Dice of the fixed and the resampled moving foreground over the first share."""
     seen = _inside_moving_view(images, transform)
     whole = sitk.GetArrayViewFromImage(images.fixed_mask) > 0
     fixed = whole & seen
     moving = sitk.GetArrayFromImage(_on_fixed_grid(images, images.moving_mask, transform, sitk.sitkNearestNeighbor)) > 0
+    moving_volume = np.count_nonzero(sitk.GetArrayViewFromImage(images.moving_mask)) * _voxel_volume(images.moving)
     total = fixed.sum() + moving.sum()
     return {"object_coverage": round(float(fixed.sum() / max(whole.sum(), 1)), 4),
+            "moving_object_coverage": round(min(1.0, float(moving.sum() * _voxel_volume(images.fixed)
+                                                            / max(moving_volume, 1e-9))), 4),
             "foreground_overlap": round(float(2.0 * (fixed & moving).sum() / total) if total else 0.0, 4)}
+
+
+def _voxel_volume(image: sitk.Image) -> float:
+    return float(np.prod(image.GetSpacing()))
 
 
 def _normalised_gradients(image: sitk.Image, mask: np.ndarray) -> np.ndarray:
