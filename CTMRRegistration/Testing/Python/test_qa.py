@@ -84,8 +84,8 @@ def test_grading_rule():
     assert grade_cues(good | {"edge_agreeing_regions": 0.45}).verdict == "failed"
     # ... unless the edges do not peak at the result either (a thigh pose 22 mm off, restarts staying there)
     assert grade_cues(edges_low | {"edge_peak_contrast": 0.065, "restart_drift_mm": 2.8}).verdict == "failed"
-    # partial view (the moving image covers 47 % of the fixed object, or the other way round): restarts of a right result wander, and
-    # with every edge cue within limits they are one doubt; an edge doubt beside them still fails
+    # partial view (the moving image covers 47 % of the fixed object, or the other way round): restarts of a
+    # right result wander, and with every edge cue within limits they are one doubt; an edge doubt still fails
     partial = good | {"object_coverage": 0.47, "restart_drift_mm": 11.2, "restart_spread_mm": 12.7}
     assert grade_cues(partial).verdict == "check" and len(grade_cues(partial).reasons) == 2
     assert grade_cues(partial | {"edge_alignment": 1.6}).verdict == "failed"
