@@ -90,6 +90,13 @@ THIGH_CASES = {  # patient, pose (degrees, mm), CT crop, MR crop, CT fixed
     # the limb from the right pose
     "STS_002, both partial, oblique, MR fixed": ("STS_002", ((40.0, -110.0, 70.0), (90.0, 120.0, -60.0)),
                                                  LOWER_70, UPPER_70, False),
+    # poses 0 and 2 of the capture benchmark's thigh set: the sweep's nearest rotation was 16-21 degrees off and
+    # the translation tens of mm, and the search ranked poses 100-130 mm off first until its best poses climbed
+    # the score (registration/local_search.py)
+    "STS_002, both partial, benchmark pose 0, CT fixed": (
+        "STS_002", ((-157.1156, 7.9065, 147.1613), (-35.4974, 10.7671, -84.873)), LOWER_70, UPPER_70, True),
+    "STS_003, both partial, benchmark pose 2, CT fixed": (
+        "STS_003", ((-98.235, 34.0281, -25.0704), (-76.8693, -64.8787, 206.7961)), LOWER_70, UPPER_70, True),
 }
 
 
