@@ -97,7 +97,8 @@ class Verdict:
 
 def _edges_vouch_on_a_partial_view(metrics: dict) -> bool:
     """Whether either image shows only part of the other's object and every edge cue is within its limits."""
-    coverage = min(metrics.get("object_coverage", 1.0), metrics.get("moving_object_coverage", 1.0))
+    coverage = min((metrics[cue] for cue in ("object_coverage", "moving_object_coverage")
+                    if metrics.get(cue) is not None), default=1.0)
     edges = [limit for limit in LIMITS if limit.cue in EDGE_CUES]
     return (coverage < PARTIAL_VIEW_COVERAGE
             and all(metrics.get(limit.cue) is not None and limit.grade(metrics[limit.cue]) == OK for limit in edges))

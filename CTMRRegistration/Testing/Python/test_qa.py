@@ -92,6 +92,7 @@ def test_grading_rule():
     assert grade_cues(partial | {"edge_peak_contrast": 0.05}).verdict == "failed"
     assert grade_cues(partial | {"object_coverage": 0.9}).verdict == "failed"
     assert grade_cues(partial | {"object_coverage": 1.0, "moving_object_coverage": 0.4}).verdict == "check"
+    assert grade_cues(partial | {"object_coverage": None}).verdict == "failed"  # not computed: no partial view
     assert grade_cues(partial | {"restarts_without_overlap": 1}).verdict == "failed"
 
 
