@@ -95,10 +95,9 @@ def full_resolution_runs(full_resolution_phantom, reference_ct_to_mr):
 @pytest.mark.slow
 @needs_executable
 def test_each_stage_brings_the_phantom_air_pockets_closer(full_resolution_runs):
-    """Air pockets located independently in the phantom's full-resolution CT and MR (16 pairs; localisation
-    error median 0.2 mm): rigid, then the guarded affine and deformable stages on their 1 mm grid, each lowers
-    the mean TRE of the stage before (measured 4.18 -> 3.77 -> 3.43 mm; at 2 mm the affine stage raised it
-    to 5.1 mm). The margins are well above the mean's localisation noise."""
+    """Air pockets located independently in the phantom's full-resolution CT and MR (40 pairs; localisation
+    error median 0.23 mm; bench/porcine_landmarks.py): rigid, then the guarded affine and deformable stages on
+    their 1 mm grid, each lowers the mean TRE of the stage before (measured 3.62 -> 3.11 -> 2.40 mm)."""
     pairs = json.loads(AIR_POCKETS.read_text())
     ct_points, mr_points = np.array(pairs["ct_points_lps"]), np.array(pairs["mr_points_lps"])
 
@@ -111,9 +110,9 @@ def test_each_stage_brings_the_phantom_air_pockets_closer(full_resolution_runs):
         "affine": True, "deformable": True}
     rigid_tre, affine_tre, deformable_tre = (mean_tre(t) for t in (rigid.transform, full.linear_transform,
                                                                    full.transform))
-    assert rigid_tre < 4.6
-    assert affine_tre < rigid_tre - 0.2
-    assert deformable_tre < affine_tre - 0.1
+    assert rigid_tre < 4.0
+    assert affine_tre < rigid_tre - 0.25
+    assert deformable_tre < affine_tre - 0.4
 
 
 @pytest.mark.slow
