@@ -85,13 +85,14 @@ def resample_on_grid(image: sitk.Image, grid: sitk.Image, transform: sitk.Transf
 
 
 def in_view_mask(grid: sitk.Image, moving: sitk.Image, transform: sitk.Transform | None = None,
-                 margin_voxels: int = 2) -> sitk.Image:
-    """1 on the voxels of `grid` that the grid->moving `transform` maps at least `margin_voxels` inside
+                 margin_mm: float = 0.0) -> sitk.Image:
+    """1 on the voxels of `grid` that the grid->moving `transform` maps at least about `margin_mm` inside
     `moving`'s field of view (uint8): where a partial moving image has data to compare."""
     support = sitk.Image(moving.GetSize(), sitk.sitkUInt8) + 1
     support.CopyInformation(moving)
     mapped = resample_on_grid(support, grid, transform, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
-    return sitk.BinaryErode(mapped, [margin_voxels] * 3) if margin_voxels else mapped
+    radius = [int(round(margin_mm / spacing)) for spacing in grid.GetSpacing()]
+    return sitk.BinaryErode(mapped, radius) if any(radius) else mapped
 
 
 def index_to_physical_matrix(image: sitk.Image) -> np.ndarray:

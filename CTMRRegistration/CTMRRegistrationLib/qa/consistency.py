@@ -110,7 +110,7 @@ def restart_stability(images: QAImages, matrix: np.ndarray, refine: RigidRefiner
     (fixed, moving, fixed_mask, moving_mask), pose, centre, swapped = _ct_fixed(images, matrix)
     ends, lost = [], 0
     # only where the moving image has data: a partial moving view would leave most samples outside it
-    seen = in_view_mask(fixed, moving, sitk_from_matrix(pose), margin_voxels=0)
+    seen = in_view_mask(fixed, moving, sitk_from_matrix(pose))
     fixed_mask = seen if fixed_mask is None else sitk.And(fixed_mask, seen)
     for start in perturbed_starts(pose, centre, starts):
         try:

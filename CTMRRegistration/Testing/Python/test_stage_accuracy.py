@@ -188,6 +188,13 @@ def test_edge_cue_drops_when_the_images_are_shifted_and_guard_keeps_the_better_t
     assert guard_stage("affine", cue, moved, aligned, False, metrics, warnings) is aligned
     assert metrics["stage_guard"]["affine"]["kept"] is True and len(warnings) == 1
     assert guard_stage("affine", cue, aligned, moved, True, metrics, warnings) is moved
+    centre = np.asarray(sample_ct.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in sample_ct.GetSize()]))
+    shrink = np.diag([1.0, 1.0, 0.85, 1.0])
+    shrink[:3, 3] = centre - shrink[:3, :3] @ centre
+    shrunk = sitk_from_matrix(reference_ct_to_mr @ shrink)
+    assert guard_stage("affine", cue, aligned, shrunk, False, metrics, warnings) is aligned
+    assert metrics["stage_guard"]["affine"]["scaling_min"] == pytest.approx(0.85, abs=0.001)
+    assert "scales the previous result by 0.85-1.00" in warnings[-1]
     squeezed = sitk.CompositeTransform([aligned, sitk.ScaleTransform(3, [0.6, 0.6, 0.6])])
     assert guard_stage("deformable", cue, aligned, squeezed, False, metrics, warnings) is aligned
     assert metrics["stage_guard"]["deformable"]["jacobian_min"] == pytest.approx(0.216, abs=0.01)
