@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(VENV)/bin/ctmr-register --demo --output-dir ctmr-demo-output
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
