@@ -146,7 +146,8 @@ def test_guard_records_its_decisions_and_warns_of_each_discarded_stage(recovered
         guard = result.metrics["stage_guard"]
         assert guard.keys() == {"affine", "deformable"}
         for name, stage in guard.items():
-            plausible = 0.5 < stage.get("jacobian_min", 1.0) <= stage.get("jacobian_max", 1.0) < 2.0
+            plausible = (0.5 < stage.get("jacobian_min", 1.0) <= stage.get("jacobian_max", 1.0) < 2.0
+                         and 0.9 < stage.get("scaling_min", 1.0) <= stage.get("scaling_max", 1.0) < 1.1)
             assert stage["kept"] == (stage["edge_alignment_after"] > stage["edge_alignment_before"] and plausible)
             assert any(f"{name} stage was discarded" in w for w in result.warnings) != stage["kept"]
         assert guard["deformable"]["kept"] and result.deformable
