@@ -380,8 +380,7 @@ class _StageRunner:
             job = ElastixJob(
                 inputs.fixed, inputs.moving, [self.parameters[stage]],
                 initial_transform_map=linear_transform_map(matrix_from_sitk(initial), inputs.fixed),
-                fixed_mask=self._sampled_region(stage, inputs, initial) if stage == "affine" else (
-                    inputs.fixed_mask if self.options.use_masks else None),
+                fixed_mask=self._sampled_region(stage, inputs, initial),
                 # an affine stage with a moving mask inflates the object (samples that leave the mask are dropped)
                 moving_mask=inputs.moving_mask if self.options.use_masks and stage == "rigid" else None,
                 threads=self.options.threads,
@@ -410,12 +409,16 @@ class _StageRunner:
         self.stop()
         return chosen
 
-    def _sampled_region(self, stage: str, inputs: _ElastixInputs, initial: sitk.Transform) -> sitk.Image:
-        """The fixed mask (when masks are on) limited to where `initial` maps the stage's VIEW_MARGIN_MM inside
-        the moving image. Elastix drops samples that leave a partial moving image, which rewards transforms
-        that push them out (a thigh's affine stage ended 6.5 mm from a known warp in the MR's view; 1.5 with this)."""
+    def _sampled_region(self, stage: str, inputs: _ElastixInputs, initial: sitk.Transform) -> sitk.Image | None:
+        """The fixed mask (when masks are on), for the stages of VIEW_MARGIN_MM limited to where `initial` maps
+        that margin inside the moving image. Elastix drops samples that leave a partial moving image, which
+        rewards transforms that push them out (a thigh's affine stage ended 6.5 mm from a known warp in the MR's
+        view; 1.5 with this). The rigid stage keeps the moving mask instead."""
+        fixed_mask = inputs.fixed_mask if self.options.use_masks else None
+        if stage not in VIEW_MARGIN_MM:
+            return fixed_mask
         in_view = in_view_mask(inputs.fixed, inputs.moving, initial, VIEW_MARGIN_MM[stage])
-        return sitk.And(inputs.fixed_mask, in_view) if self.options.use_masks else in_view
+        return sitk.And(fixed_mask, in_view) if fixed_mask is not None else in_view
 
     def _deformable_job(self, inputs: _ElastixInputs, initial: sitk.Transform) -> ElastixJob:
         """The moving image resampled on the fixed grid, sampled in `_sampled_region` (outside the moving
@@ -423,7 +426,8 @@ class _StageRunner:
         that leave it rewards deformations that push them out (found to inflate the object)."""
         moving = resample_on_grid(inputs.moving, inputs.fixed, initial, pixel_type=inputs.moving.GetPixelID())
         return ElastixJob(inputs.fixed, moving, [self.parameters["deformable"]],
-                          fixed_mask=self._sampled_region("deformable", inputs, initial), threads=self.options.threads)
+                          fixed_mask=self._sampled_region("deformable", inputs, initial),
+                          threads=self.options.threads)
 
 
 def _use_bias_correction(options: RegistrationOptions, modality: str) -> bool:
