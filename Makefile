@@ -6,6 +6,9 @@ STAMP := $(VENV)/.installed
 PY := $(VENV)/bin/python
 SHARED ?= $(abspath ../shared/data/mridir-porcine)
 BENCH_CASES ?= 6
+# pytest-xdist workers, at most 4 (each test module runs whole on one worker, so its fixtures are built once)
+WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
+PYTEST := $(PY) -m pytest -q -n $(WORKERS) --dist loadfile
 
 .PHONY: demo test test-fast lint bench clean
 
@@ -25,10 +28,10 @@ demo: $(STAMP)
 	$(VENV)/bin/ctmr-register --demo --output-dir ctmr-demo-output
 
 test: $(STAMP)
-	$(PY) -m pytest -q --durations=15
+	$(PYTEST) --durations=15
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -29,6 +29,9 @@ import SimpleITK as sitk
 from CTMRRegistrationLib.core import resources
 from CTMRRegistrationLib.elastix.parameters import format_parameter_map, read_parameter_file
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "CTMRRegistration" / "Testing" / "Python"))
+from cli_signals import signal_at_step  # noqa: E402
+
 CT, MR = resources.sample_ct_path(), resources.sample_mr_path()
 FAST = ["--init", "none", "--bias-correction", "off", "--no-qa", "--threads", "1"]
 LIBRARY = str(Path(__file__).resolve().parents[1] / "CTMRRegistration")
@@ -153,15 +156,8 @@ def _run(arguments: list, options: dict, folder: Path) -> tuple[int, str]:
         return done.returncode, done.stderr
     number, stage = options["signal"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
-    seen = []
-    for line in process.stderr:
-        seen.append(line)
-        if stage in line:
-            time.sleep(1.0)
-            process.send_signal(number)
-            break
-    _, rest = process.communicate()
-    return process.returncode, "".join(seen) + rest
+    stderr = signal_at_step(process, stage, number)
+    return process.returncode, stderr
 
 
 def _digest(paths: list[Path]) -> list[str]:

@@ -98,6 +98,21 @@ def leave_one_out(source: np.ndarray, target: np.ndarray, degree: int = 2) -> np
                      for i, k in enumerate(keep)])
 
 
+def neighbour_coherence(source: np.ndarray, target: np.ndarray) -> tuple[float, float, float]:
+    """Mean cosine between each pair's quadratic-fit residual and its nearest pair's, the same for random
+    partners (mean, sd over 200 draws), and the median nearest-pair distance (mm). A deformation that a smooth
+    registration could follow at that distance leaves neighbouring residuals alike (cosine well above random);
+    residuals of independent pocket motion and localisation do not."""
+    residual = polynomial_fit(source, target, 2)(source) - target
+    unit = residual / np.linalg.norm(residual, axis=1, keepdims=True)
+    distances, nearest = cKDTree(source).query(source, k=2)
+    rng = np.random.default_rng(0)
+    draws = [np.mean(np.sum(unit * unit[np.roll(np.arange(len(unit)), 1 + rng.integers(len(unit) - 1))], axis=1))
+             for _ in range(200)]
+    return float(np.mean(np.sum(unit * unit[nearest[:, 1]], axis=1))), float(np.mean(draws)), \
+        float(np.std(draws)), float(np.median(distances[:, 1]))
+
+
 def pair_blobs(ct_points: np.ndarray, mr_points: np.ndarray, ct_to_mr, radius: float) -> np.ndarray:
     """(CT index, MR index) rows of mutual nearest neighbours within `radius` under `ct_to_mr` that pass the
     ratio test."""
@@ -148,6 +163,9 @@ def main() -> None:
           f"p90 {np.percentile(error, 90):.2f} mm")
     print(f"leave-one-out residual of the quadratic fit: mean {residual.mean():.2f}, median {np.median(residual):.2f},"
           f" max {residual.max():.2f} mm")
+    cosine, random, spread, spacing = neighbour_coherence(ct_points[ct_index], mr_points[mr_index])
+    print(f"quadratic-fit residual, cosine with the nearest pair's ({spacing:.0f} mm apart, median): {cosine:.2f}; "
+          f"with a random pair's: {random:.2f} +- {spread:.2f}")
     print(f"distance under the reference rigid transform: mean {rigid.mean():.2f}, median {np.median(rigid):.2f}, "
           f"max {rigid.max():.2f} mm")
     print(f"wrote {OUTPUT}")

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from cli_signals import signal_at_step
 from conftest import p95_distance
 from test_output_files import LIBRARY, needs_mount_namespace, run_on_full_device
 
@@ -259,17 +260,10 @@ def start_cli(tmp_path: Path, *args) -> subprocess.Popen:
 def test_signals_stop_cleanly(tmp_path, signal_number, stage):
     process = start_cli(tmp_path, "--fixed", CT, "--moving", MR, "--output-transform", tmp_path / "out" / "t.h5",
                         "--output-volume", tmp_path / "out" / "v.nrrd", *FAST)
-    lines = []
-    for line in process.stderr:
-        lines.append(line)
-        if stage in line:
-            time.sleep(1.0)
-            process.send_signal(signal_number)
-            break
-    _, rest = process.communicate(timeout=60)
-    assert process.returncode == 128 + signal_number, "".join(lines) + rest
+    stderr = signal_at_step(process, stage, signal_number, timeout=60)
+    assert process.returncode == 128 + signal_number, stderr
     name = signal.Signals(signal_number).name
-    assert rest.strip().splitlines()[-1] == f"ctmr-register: stopped by {name}: no partial output left"
+    assert stderr.strip().splitlines()[-1] == f"ctmr-register: stopped by {name}: no partial output left"
     assert files_in(tmp_path) == ["tmp"]  # no output, no partial file, no elastix temporary folder
     assert not running_with(tmp_path)
 
