@@ -1,10 +1,11 @@
 """Anatomical landmark pairs of the porcine phantom, located independently in its full-resolution CT and MR.
 
 Method: air pockets are dark blobs inside the object in both scans: CT below a HU threshold; T2 MR, after the
-library's N4 bias-field correction, below a fraction of the object's median intensity; 3 mm or more inside the
-object's mask. Each blob's centroid is a landmark. CT pockets under MIN_CT_MM3 are left out: most have no MR
-blob within 8 mm (too small for the MR's 2.5 mm slices). The CT blobs are mapped into the MR only to pair them:
-first with the reference rigid transform, then with the affine and then the quadratic least-squares fit of the
+library's N4 bias-field correction, below a fraction of the object's median intensity; INSIDE_MM or more inside
+the object's mask. Each blob's centroid is a landmark. CT pockets down to MIN_CT_MM3 are kept: pairs then lie
+about 12 mm apart, close enough that a local deformation shows in several of them (with 8 mm3 and 3 mm inside,
+40 pairs 20 mm apart, neighbouring residuals were unrelated). The CT blobs are mapped into the MR only to pair
+them: first with the reference rigid transform, then with the affine and then the quadratic least-squares fit of the
 pairs found so far, searched within shrinking radii (a pairing aid, not the ground truth). A pair is kept when
 the two blobs are each other's nearest neighbours and the second-nearest MR blob is clearly farther (ratio
 test). A pair whose leave-one-out residual under the quadratic fit of the other pairs exceeds OUTLIER_FACTOR
@@ -38,8 +39,8 @@ from CTMRRegistrationLib.registration.bias_field import correct_bias_field  # no
 OUTPUT = ROOT / "CTMRRegistration" / "Testing" / "Data" / "porcine_air_pockets.json"
 CT_THRESHOLDS_HU = (-400.0, -500.0)  # main, and the second for the localisation error
 MR_FRACTIONS = (0.35, 0.3)  # of the bias-corrected object's median intensity
-MIN_CT_MM3, MIN_MR_MM3, MAX_MM3 = 8.0, 3.0, 400.0
-INSIDE_MM = 3.0
+MIN_CT_MM3, MIN_MR_MM3, MAX_MM3 = 3.0, 3.0, 400.0
+INSIDE_MM = 1.0
 STABLE_MM = 2.0  # a blob whose centroid moves more than this between the thresholds is not a landmark
 RATIO = 1.5  # the second-nearest partner must be this much farther than the nearest
 PAIRING = ((8.0, 1), (6.0, 1), (6.0, 1), (5.0, 2), (5.0, 2), (5.0, 2))  # (radius mm, guide degree) per round
