@@ -34,6 +34,7 @@ from scipy.spatial.transform import Rotation
 
 sys.path.insert(0, str(HERE.parent / "CTMRRegistration" / "Testing" / "Python"))
 from ground_truth import error_summary, mapped, synthetic_warp  # noqa: E402
+from score_landmarks import CENTRAL_MR_Z_MM  # noqa: E402
 
 from CTMRRegistrationLib.core import resources  # noqa: E402
 from CTMRRegistrationLib.core.geometry import matrix_from_sitk, transform_points  # noqa: E402
@@ -187,9 +188,12 @@ def phantom(runner: Runner, work: Path, full_resolution: bool) -> dict:
     moving = _write(move_header(mr, header), work / "phantom_mr.nii")
     rows = runner.all_rows(Path(ct_path), moving, "phantom")
     landmarks = json.loads(LANDMARKS.read_text())
-    ct_points = np.array(landmarks["ct_points_lps"])
-    mr_points = transform_points(header, np.array(landmarks["mr_points_lps"]))
-    results = {"phantom landmarks (TRE mm)": landmark_rows(rows, ct_points, mr_points)}
+    ct_points, mr_original = np.array(landmarks["ct_points_lps"]), np.array(landmarks["mr_points_lps"])
+    mr_points = transform_points(header, mr_original)
+    central = (mr_original[:, 2] >= CENTRAL_MR_Z_MM[0]) & (mr_original[:, 2] <= CENTRAL_MR_Z_MM[1])
+    results = {"phantom landmarks (TRE mm)": landmark_rows(rows, ct_points, mr_points),
+               "phantom landmarks, central MR slab (TRE mm)": landmark_rows(rows, ct_points[central],
+                                                                           mr_points[central])}
     points = object_points(ct, "CT")
     for seed in WARP_SEEDS:
         warp = synthetic_warp(mr, "MR", seed)

@@ -95,9 +95,10 @@ def full_resolution_runs(full_resolution_phantom, reference_ct_to_mr):
 @pytest.mark.slow
 @needs_executable
 def test_each_stage_brings_the_phantom_air_pockets_closer(full_resolution_runs):
-    """Air pockets located independently in the phantom's full-resolution CT and MR (40 pairs; localisation
-    error median 0.23 mm; bench/porcine_landmarks.py): rigid, then the guarded affine and deformable stages on
-    their 1 mm grid, each lowers the mean TRE of the stage before (measured 3.62 -> 3.11 -> 2.40 mm)."""
+    """Air pockets located independently in the phantom's full-resolution CT and MR (84 pairs; localisation
+    error median 0.29 mm; bench/porcine_landmarks.py): rigid, then the guarded affine and deformable stages on
+    their 1 mm grid, each lowers the mean TRE of the stage before (`ctmr-register` from its own start pose:
+    3.67 -> 3.05 -> 2.43 mm, bench/score_landmarks.py)."""
     pairs = json.loads(AIR_POCKETS.read_text())
     ct_points, mr_points = np.array(pairs["ct_points_lps"]), np.array(pairs["mr_points_lps"])
 
@@ -111,8 +112,8 @@ def test_each_stage_brings_the_phantom_air_pockets_closer(full_resolution_runs):
     rigid_tre, affine_tre, deformable_tre = (mean_tre(t) for t in (rigid.transform, full.linear_transform,
                                                                    full.transform))
     assert rigid_tre < 4.0
-    assert affine_tre < rigid_tre - 0.25
-    assert deformable_tre < affine_tre - 0.4
+    assert affine_tre < rigid_tre - 0.4
+    assert deformable_tre < affine_tre - 0.5
 
 
 @pytest.mark.slow
