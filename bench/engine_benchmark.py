@@ -6,7 +6,7 @@ affine + deformable, with the elastix executable and with the itk-elastix wheel;
 generic rigid settings of SlicerElastix (bench/generic_rigid_peer.txt, no automatic initialisation) runs on
 the same files. Every run is a separate process: wall time and peak memory are its own; stage times come
 from the pipeline's own clock. Accuracy beside them: p95 distance over the CT object from the reference (a
-rigid Mattes-MI optimum, not the truth) and the mean TRE at the 40 air-pocket pairs located independently in
+rigid Mattes-MI optimum, not the truth) and the mean TRE at the 84 air-pocket pairs located independently in
 CT and MR (Testing/Data/porcine_air_pockets.json). Targets (2 cores): rigid stage <= 10 s, deformable <= 60 s.
 
     python bench/engine_benchmark.py [--threads 2]
