@@ -123,8 +123,9 @@ def _probes(folder: Path, slow: bool) -> list[tuple[str, list, int, dict]]:
             ("SIGTERM during elastix", base + ["--output-volume", out / "v.nrrd"] + FAST, 143,
              {"signal": (signal.SIGTERM, "rigid registration")}),
             ("SIGINT while masking", base + FAST, 130, {"signal": (signal.SIGINT, "masking")}),
+            # registered right since the pose search climbs its score (test_cli_faults checks the pose)
             ("fixed CT as floats in [0, 1]", ["--fixed", _image("unit", folder)] + base[2:] +
-             ["--no-qa", "--threads", "1"], 2, {}),
+             ["--no-qa", "--threads", "1"], 0, {}),
         ]
     return probes
 
