@@ -47,13 +47,18 @@ PAIRING = ((8.0, 1), (6.0, 1), (6.0, 1), (5.0, 2), (5.0, 2), (5.0, 2))  # (radiu
 OUTLIER_FACTOR = 3.0
 
 
-def _mask_at_full_resolution(image: sitk.Image, modality: str) -> sitk.Image:
-    """The library's foreground mask, computed on a 2x coarser grid (faster) and brought back."""
+def coarse_mask(image: sitk.Image, modality: str) -> sitk.Image:
+    """The library's foreground mask of `image`, computed on a 2x coarser grid (faster)."""
     spacing = [2 * s for s in image.GetSpacing()]
     size = [max(1, n // 2) for n in image.GetSize()]
     small = sitk.Resample(image, size, sitk.Transform(), sitk.sitkLinear, image.GetOrigin(), spacing,
                           image.GetDirection(), float(sitk.GetArrayViewFromImage(image).min()), sitk.sitkFloat32)
-    return sitk.Resample(foreground_mask(small, modality), image, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+    return foreground_mask(small, modality)
+
+
+def _mask_at_full_resolution(image: sitk.Image, modality: str) -> sitk.Image:
+    """coarse_mask brought back onto `image`'s grid."""
+    return sitk.Resample(coarse_mask(image, modality), image, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
 
 
 def dark_blobs(image: sitk.Image, mask: sitk.Image, threshold: float,

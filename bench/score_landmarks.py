@@ -29,8 +29,7 @@ sys.path.insert(0, str(ROOT / "CTMRRegistration"))
 sys.path.insert(0, str(ROOT / "CTMRRegistration" / "Testing" / "Python"))
 
 from ground_truth import mapped  # noqa: E402
-
-from CTMRRegistrationLib.core.masks import foreground_mask  # noqa: E402
+from porcine_landmarks import coarse_mask  # noqa: E402
 
 PAIRS = ROOT / "CTMRRegistration" / "Testing" / "Data" / "porcine_air_pockets.json"
 CENTRAL_MR_Z_MM = (-54.4, 70.7)  # MR slices 30-80 of 94
@@ -40,10 +39,8 @@ SMOOTHING = 300.0  # thin-plate spline smoothing of the floor (mm^2); 0-1000 all
 
 def surface_depth(ct: sitk.Image, points: np.ndarray) -> np.ndarray:
     """Distance (mm) of each point below the CT object's surface (library foreground mask, 2x coarser grid)."""
-    small = sitk.Resample(ct, [n // 2 for n in ct.GetSize()], sitk.Transform(), sitk.sitkLinear, ct.GetOrigin(),
-                          [2 * s for s in ct.GetSpacing()], ct.GetDirection(), -1000.0, sitk.sitkFloat32)
-    inside = sitk.SignedMaurerDistanceMap(foreground_mask(small, "CT"), insideIsPositive=True,
-                                          useImageSpacing=True, squaredDistance=False)
+    inside = sitk.SignedMaurerDistanceMap(coarse_mask(ct, "CT"), insideIsPositive=True, useImageSpacing=True,
+                                          squaredDistance=False)
     return np.array([inside.EvaluateAtPhysicalPoint(p.tolist(), sitk.sitkLinear) for p in points])
 
 
