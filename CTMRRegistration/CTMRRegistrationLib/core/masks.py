@@ -31,6 +31,20 @@ def ct_body_mask(ct: sitk.Image, threshold_hu: float = -400.0, opening_mm: float
     return _clean(sitk.Cast(ct > threshold_hu, sitk.sitkUInt8), opening_mm, closing_mm=4.0)
 
 
+CT_PADDING_BELOW_HU = -1100.0  # nothing scanned reads below air (-1000 HU); scanners pad with -2048 or -3024
+
+
+def away_from_ct_padding(ct: sitk.Image, margin_mm: float) -> sitk.Image | None:
+    """1 on the voxels of `ct` at least `margin_mm` from its padding (values below CT_PADDING_BELOW_HU, which
+    scanners write outside the reconstruction circle), uint8; None when `ct` has no padding."""
+    padding = sitk.Cast(ct < CT_PADDING_BELOW_HU, sitk.sitkUInt8)
+    if not sitk.GetArrayViewFromImage(padding).any():
+        return None
+    distance = sitk.SignedMaurerDistanceMap(padding, insideIsPositive=False, squaredDistance=False,
+                                            useImageSpacing=True)
+    return sitk.Cast(distance > margin_mm, sitk.sitkUInt8)
+
+
 def padding_values(image: sitk.Image, share: float = 0.5) -> list[float]:
     """Values that fill more than `share` of one of the image's six faces: constant (black or grey)
     borders left by resampling, cropping or the scanner."""

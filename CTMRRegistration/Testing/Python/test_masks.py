@@ -1,11 +1,17 @@
 """Foreground masks on the bundled pair: the CT holder is left out, MR borders and noise are left out,
-and the object itself is kept."""
+and the object itself is kept; the region clear of a CT's padding."""
 
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from CTMRRegistrationLib.core.masks import ct_body_mask, mr_foreground_mask, padding_values
+from CTMRRegistrationLib.core.masks import (
+    CT_PADDING_BELOW_HU,
+    away_from_ct_padding,
+    ct_body_mask,
+    mr_foreground_mask,
+    padding_values,
+)
 
 
 def physical_grid(image: sitk.Image) -> np.ndarray:
@@ -52,3 +58,19 @@ def test_mr_mask_leaves_out_padding_borders_and_noise(sample_mr):
     untouched = reference.copy()
     untouched[:, :12, :] = untouched[:, :, -12:] = False
     assert mask[untouched].mean() > 0.97
+
+
+def test_region_away_from_ct_padding_keeps_its_distance_from_the_reconstruction_circle(sample_ct):
+    ct = sitk.GetArrayFromImage(sample_ct)
+    padding = ct < CT_PADDING_BELOW_HU
+    assert 0.1 < padding.mean() < 0.5, "the bundled CT is padded outside its reconstruction circle"
+    away = sitk.GetArrayFromImage(away_from_ct_padding(sample_ct, 20.0)) > 0
+    distance = ndimage.distance_transform_edt(~padding, sampling=sample_ct.GetSpacing()[::-1])
+    assert not away[distance <= 19.0].any()
+    assert away[distance >= 21.0].all()
+    assert 0.2 < away.mean() < 0.8
+
+
+def test_a_ct_without_padding_has_no_region_to_leave_out(sample_ct):
+    filled = sitk.Maximum(sample_ct, -1024)
+    assert away_from_ct_padding(filled, 20.0) is None
