@@ -61,9 +61,9 @@ FINE_STAGES = ("affine", "deformable")
 VIEW_MARGIN_MM = {"affine": 10.0, "deformable": 2.0}
 # how far from a CT's padding (outside its reconstruction circle) the stages sample. The porcine CT's circle
 # cuts the object and its holder (object voxels within 15 mm of it read -173 HU median, -50 to 55 deeper in),
-# and the jump to the padding's -2048 HU is no edge of the object. Mean error at the 84
-# air-pocket pairs (central MR slab) through rigid, affine and deformable from one start, with margins of 0, 5,
-# 10 and 20 mm on every stage: deformable 2.46 (2.19), 2.37 (2.03), 2.26 (1.89), 2.33 (1.80); but p95 error on
+# and the jump to the padding's -2048 HU is no edge of the object. Mean error at the 84 air-pocket pairs (central
+# MR slab) through rigid, affine and deformable from one start, with margins of 0, 5, 10 and 20 mm on every
+# stage: deformable 2.46 (2.19), 2.37 (2.03), 2.26 (1.89), 2.33 (1.80); but p95 error on
 # the second known warp 1.39, 1.38, 1.65, 2.61 mm, and the linear stages lost (5 mm: affine 3.03 (2.30) ->
 # 3.11 (2.47)). 5 mm on the deformable stage alone, 7 runs (4 seeds from one start, 3 from another): 2.33 (1.98)
 # against 2.45 (2.16) without; warp 2 p95 1.23-1.60 against 1.23-1.46
