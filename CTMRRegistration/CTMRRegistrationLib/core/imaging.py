@@ -95,6 +95,16 @@ def in_view_mask(grid: sitk.Image, moving: sitk.Image, transform: sitk.Transform
     return sitk.BinaryErode(mapped, radius) if any(radius) else mapped
 
 
+def intensity_window(image: sitk.Image, mask: sitk.Image | None, percent: float) -> tuple[float, float]:
+    """The `percent` and 100 - `percent` percentiles of `image`'s values inside `mask` (the whole image
+    without one, or when the mask is empty)."""
+    values = sitk.GetArrayViewFromImage(image)
+    if mask is not None and sitk.GetArrayViewFromImage(mask).any():
+        values = values[sitk.GetArrayViewFromImage(mask) > 0]
+    low, high = np.percentile(values, [percent, 100.0 - percent])
+    return float(low), float(high)
+
+
 def index_to_physical_matrix(image: sitk.Image) -> np.ndarray:
     """4x4 matrix from continuous index (i, j, k) to physical LPS coordinates."""
     matrix = np.eye(4)

@@ -2,40 +2,55 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import SimpleITK as sitk
 
 from ..core.imaging import resample_isotropic, resample_on_grid
 from ..core.masks import mr_foreground_mask
 
-ESTIMATION_SPACING_MM = 8.0
 ITERATIONS = 20  # per fitting level
-MAX_LEVELS = 3
-MIN_FIELD_SPAN_MM = 50.0  # the finest B-spline span of the field, along the image's shortest side
-# A coil's bias field varies over many centimetres. N4 doubles its B-spline mesh at each fitting level,
-# starting from one span over the image; on a small field of view the finer levels model anatomy (fat,
-# muscle) as bias and move the registration's optimum: on a thigh MR 88 mm across, three levels (22 mm
-# spans) left rigid results 3-10 mm from those without correction, one level within 1 mm. On the porcine
-# MR (235 mm) three levels (59 mm spans) give the best landmark error.
 
 
-def fitting_levels(image: sitk.Image) -> int:
-    """N4 fitting levels for `image`: as many as keep the finest span at least MIN_FIELD_SPAN_MM."""
+@dataclass(frozen=True)
+class FieldDetail:
+    """How finely N4 models a bias field: the grid it is estimated on, and the finest B-spline span of the
+    field along the image's shortest side (N4 doubles its mesh at each fitting level, from one span over the
+    image) with at most `max_levels` levels."""
+
+    spacing_mm: float
+    min_span_mm: float
+    max_levels: int
+
+
+# A coil's bias field varies over many centimetres. On a small field of view the finer levels model anatomy
+# (fat, muscle) as bias and move the pose: on a thigh MR 88 mm across, three levels (22 mm spans) left rigid
+# results 3-10 mm from those without correction, one level within 1 mm. On the porcine MR (235 mm) three levels
+# (59 mm spans) give the best landmark error. The pose search and the rigid stage use this field.
+POSE_DETAIL = FieldDetail(spacing_mm=8.0, min_span_mm=50.0, max_levels=3)
+# The affine and deformable stages compare tissues voxel by voxel and take a finer field: ...
+TISSUE_DETAIL = FieldDetail(spacing_mm=4.0, min_span_mm=25.0, max_levels=4)
+
+
+def fitting_levels(image: sitk.Image, detail: FieldDetail = POSE_DETAIL) -> int:
+    """N4 fitting levels for `image`: as many as keep the finest span at least `detail.min_span_mm`."""
     extent = min(n * s for n, s in zip(image.GetSize(), image.GetSpacing()))
-    return int(np.clip(1 + np.floor(np.log2(max(extent / MIN_FIELD_SPAN_MM, 1.0))), 1, MAX_LEVELS))
+    return int(np.clip(1 + np.floor(np.log2(max(extent / detail.min_span_mm, 1.0))), 1, detail.max_levels))
 
 
-def estimate_log_bias_field(mr: sitk.Image, mask: sitk.Image | None = None) -> sitk.Image:
-    """N4's smooth log bias field of `mr` on an ESTIMATION_SPACING_MM grid, fitted inside the MR foreground
+def estimate_log_bias_field(mr: sitk.Image, mask: sitk.Image | None = None,
+                            detail: FieldDetail = POSE_DETAIL) -> sitk.Image:
+    """N4's smooth log bias field of `mr` on a `detail.spacing_mm` grid, fitted inside the MR foreground
     (or `mask`): a bias field varies over centimetres, so the coarse estimate loses nothing."""
-    shrunk = resample_isotropic(mr, ESTIMATION_SPACING_MM)
+    shrunk = resample_isotropic(mr, detail.spacing_mm)
     shrunk = sitk.Maximum(sitk.Cast(shrunk, sitk.sitkFloat32), 0.0) + 1.0
     if mask is None:
         mask = mr_foreground_mask(shrunk)
     else:
         mask = sitk.Resample(mask, shrunk, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
     corrector = sitk.N4BiasFieldCorrectionImageFilter()
-    corrector.SetMaximumNumberOfIterations([ITERATIONS] * fitting_levels(mr))
+    corrector.SetMaximumNumberOfIterations([ITERATIONS] * fitting_levels(mr, detail))
     corrector.Execute(shrunk, mask)
     return corrector.GetLogBiasFieldAsImage(shrunk)
 
