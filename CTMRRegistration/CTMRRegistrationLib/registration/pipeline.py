@@ -71,7 +71,10 @@ VIEW_MARGIN_MM = {"affine": 10.0, "deformable": 2.0}
 CT_PADDING_MARGIN_MM = {"deformable": 5.0}
 # the stages that see each image clamped to this percentile and its complement within the image's object. A
 # CT's bone and an MR's few bright voxels stretch the range over which Mattes spreads its 32 histogram bins:
-# the porcine CT's object spans -968 to 2752 HU, its fat and muscle (-100 to 90) two bins.
+# the porcine CT's object spans -968 to 2752 HU, its fat and muscle (-100 to 90) two bins. A deformable stage alone
+# from one affine result, mean error at the 84 air-pocket pairs over three elastix seeds: 2.27 mm without, 2.16
+# with 2 %, 2.18 with 1 %, 2.58 with 5 %; the affine stage alone 3.05 / 3.00 -> 2.91 / 2.94 (two seeds); the rigid
+# stage moved within its seeds' spread, so it keeps its images.
 INTENSITY_PERCENT = {"affine": 2.0, "deformable": 2.0}
 MIN_OVERLAP_FRACTION = 0.2
 NO_OVERLAP_TRIES = 3  # next candidates of the pose search tried when its winner ends without overlap
