@@ -69,13 +69,13 @@ VIEW_MARGIN_MM = {"affine": 10.0, "deformable": 2.0}
 # 3.11 (2.47)). 5 mm on the deformable stage alone, 7 runs (4 seeds from one start, 3 from another): 2.33 (1.98)
 # against 2.45 (2.16) without; warp 2 p95 1.23-1.60 against 1.23-1.46
 CT_PADDING_MARGIN_MM = {"deformable": 5.0}
-# the stages that see each image clamped to this percentile and its complement within the image's object. A
-# CT's bone and an MR's few bright voxels stretch the range over which Mattes spreads its 32 histogram bins:
-# the porcine CT's object spans -968 to 2752 HU, its fat and muscle (-100 to 90) two bins. A deformable stage alone
-# from one affine result, mean error at the 84 air-pocket pairs over three elastix seeds: 2.27 mm without, 2.16
-# with 2 %, 2.18 with 1 %, 2.58 with 5 %; the affine stage alone 3.05 / 3.00 -> 2.91 / 2.94 (two seeds); the rigid
-# stage moved within its seeds' spread, so it keeps its images.
-INTENSITY_PERCENT = {"affine": 2.0, "deformable": 2.0}
+# the affine and deformable stages (FINE_STAGES) see each image clamped to this percentile and its
+# complement within the image's object. A CT's bone and an MR's few bright voxels stretch the range over which
+# Mattes spreads its 32 histogram bins: the porcine CT's object spans -968 to 2752 HU, its fat and muscle (-100
+# to 90) two bins. A deformable stage alone from one affine result, mean error at the 84 air-pocket pairs over
+# three elastix seeds: 2.27 mm without, 2.16 with 2 %, 2.18 with 1 %, 2.58 with 5 %; the affine stage alone
+# 3.05 / 3.00 -> 2.91 / 2.94 (two seeds); the rigid stage moved within its seeds' spread, so it keeps its images.
+INTENSITY_PERCENT = 2.0
 MIN_OVERLAP_FRACTION = 0.2
 NO_OVERLAP_TRIES = 3  # next candidates of the pose search tried when its winner ends without overlap
 
@@ -349,11 +349,20 @@ class _ElastixInputs:
     modalities: tuple[str, str]
     # builds the same region on the FINE_SPACING_MM grid for FINE_STAGES, once and only if one of them runs
     make_fine: Callable[[], _ElastixInputs] | None = None
+    # (low, high) per image that elastix registers it clamped to; None: as it is
+    windows: tuple[tuple[float, float], tuple[float, float]] | None = None
 
     def swapped(self) -> _ElastixInputs:
         make = self.make_fine
         return _ElastixInputs(self.moving, self.fixed, self.moving_mask, self.fixed_mask, self.modalities[::-1],
-                              functools.cache(lambda: make().swapped()) if make is not None else None)
+                              functools.cache(lambda: make().swapped()) if make is not None else None,
+                              self.windows[::-1] if self.windows is not None else None)
+
+    def clamped(self, image: sitk.Image, role: str) -> sitk.Image:
+        """`image` (this fixed or moving image, or one resampled from it) clamped to that role's window."""
+        if self.windows is None:
+            return image
+        return sitk.Clamp(image, sitk.sitkFloat32, *self.windows[0 if role == "fixed" else 1])
 
     def for_stage(self, stage: str) -> _ElastixInputs:
         return self.make_fine() if stage in FINE_STAGES and self.make_fine is not None else self
@@ -397,7 +406,7 @@ class _StageRunner:
             job = self._deformable_job(inputs, initial)
         else:
             job = ElastixJob(
-                _windowed(inputs.fixed, inputs.fixed_mask, stage), _windowed(inputs.moving, inputs.moving_mask, stage),
+                inputs.clamped(inputs.fixed, "fixed"), inputs.clamped(inputs.moving, "moving"),
                 [self.parameters[stage]],
                 initial_transform_map=linear_transform_map(matrix_from_sitk(initial), inputs.fixed),
                 fixed_mask=self._sampled_region(stage, inputs, initial),
@@ -448,8 +457,7 @@ class _StageRunner:
         image's view the resampled background would pull the B-spline). No moving mask: discarding samples
         that leave it rewards deformations that push them out (found to inflate the object)."""
         moving = resample_on_grid(inputs.moving, inputs.fixed, initial, pixel_type=inputs.moving.GetPixelID())
-        moving = _windowed(moving, inputs.moving_mask, "deformable", source=inputs.moving)
-        return ElastixJob(_windowed(inputs.fixed, inputs.fixed_mask, "deformable"), moving,
+        return ElastixJob(inputs.clamped(inputs.fixed, "fixed"), inputs.clamped(moving, "moving"),
                           [self.parameters["deformable"]],
                           fixed_mask=self._sampled_region("deformable", inputs, initial),
                           threads=self.options.threads)
@@ -473,15 +481,6 @@ def _clear_of_ct_padding(region: sitk.Image | None, inputs: _ElastixInputs, init
     return kept if np.count_nonzero(sitk.GetArrayViewFromImage(kept)) >= 0.5 * before else region
 
 
-def _windowed(image: sitk.Image, mask: sitk.Image | None, stage: str, source: sitk.Image | None = None) -> sitk.Image:
-    """`image` as elastix registers it in `stage`: clamped to INTENSITY_PERCENT's percentiles of the values of
-    `source` (by default `image`) in `mask`; unchanged for the other stages."""
-    if stage not in INTENSITY_PERCENT:
-        return image
-    low, high = intensity_window(image if source is None else source, mask, INTENSITY_PERCENT[stage])
-    return sitk.Clamp(image, sitk.sitkFloat32, low, high)
-
-
 def _use_bias_correction(options: RegistrationOptions, modality: str) -> bool:
     return modality == "MR" if options.bias_correction is None else options.bias_correction
 
@@ -490,7 +489,8 @@ def _fine_inputs(coarse: _ElastixInputs, fixed: sitk.Image, moving: sitk.Image, 
                  options: RegistrationOptions, corrected: set[str]) -> _ElastixInputs:
     """The region of `coarse` cut from the input images `fixed` and `moving` on their FINE_SPACING_MM grids,
     with foreground masks found on those grids (a 2 mm mask's blocky outline cost the deformable stage 0.4 mm
-    at the phantom's air pockets); the `corrected` roles divided by a bias field of TISSUE_DETAIL."""
+    at the phantom's air pockets); the `corrected` roles divided by a bias field of TISSUE_DETAIL; each image's
+    INTENSITY_PERCENT window within its mask."""
     images, masks = [], []
     for role, image, grid, modality in zip(("fixed", "moving"), (fixed, moving), (coarse.fixed, coarse.moving),
                                            modalities):
@@ -501,7 +501,8 @@ def _fine_inputs(coarse: _ElastixInputs, fixed: sitk.Image, moving: sitk.Image, 
         if role in corrected:
             fine = remove_bias_field(fine, estimate_log_bias_field(fine, masks[-1], TISSUE_DETAIL))
         images.append(fine)
-    return _ElastixInputs(*images, *masks, modalities)
+    windows = tuple(intensity_window(image, mask, INTENSITY_PERCENT) for image, mask in zip(images, masks))
+    return _ElastixInputs(*images, *masks, modalities, windows=windows)
 
 
 def _align_linear(fixed, moving, modalities, options, stages: _StageRunner, result, start,

@@ -4,9 +4,10 @@ values, so that a histogram metric spends its bins on the tissues, not on bone, 
 import numpy as np
 import SimpleITK as sitk
 
+from CTMRRegistrationLib import RegistrationOptions
 from CTMRRegistrationLib.core.imaging import intensity_window
 from CTMRRegistrationLib.core.masks import foreground_mask
-from CTMRRegistrationLib.registration.pipeline import INTENSITY_PERCENT, _windowed
+from CTMRRegistrationLib.registration.pipeline import INTENSITY_PERCENT, _ElastixInputs, _fine_inputs
 
 
 def test_window_of_the_ct_object_spans_its_soft_tissue_not_its_bone_or_air(sample_ct):
@@ -32,9 +33,12 @@ def test_window_covers_the_chosen_share_of_the_masked_values():
     assert intensity_window(image, empty_mask, 5.0)[1] == 5000.0  # no object: the whole image's values
 
 
-def test_only_the_windowed_stages_see_clamped_images(sample_ct):
-    mask = foreground_mask(sample_ct, "CT")
-    low, high = intensity_window(sample_ct, mask, INTENSITY_PERCENT["deformable"])
-    clamped = sitk.GetArrayFromImage(_windowed(sample_ct, mask, "deformable"))
+def test_only_the_windowed_stages_see_clamped_images(sample_ct, sample_mr):
+    coarse = _ElastixInputs(sample_ct, sample_mr, foreground_mask(sample_ct, "CT"), foreground_mask(sample_mr, "MR"),
+                            ("CT", "MR"))
+    fine = _fine_inputs(coarse, sample_ct, sample_mr, ("CT", "MR"), RegistrationOptions(), set())
+    low, high = intensity_window(fine.fixed, fine.fixed_mask, INTENSITY_PERCENT)
+    clamped = sitk.GetArrayFromImage(fine.clamped(fine.fixed, "fixed"))
     assert clamped.min() == np.float32(low) and clamped.max() == np.float32(high)
-    assert _windowed(sample_ct, mask, "rigid") is sample_ct
+    assert fine.swapped().windows[1] == fine.windows[0]
+    assert coarse.clamped(sample_ct, "fixed") is sample_ct  # the rigid stage's inputs
