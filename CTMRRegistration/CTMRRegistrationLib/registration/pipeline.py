@@ -400,8 +400,12 @@ class _StageRunner:
         the fixed object whatever the rotation: the result is initial(bspline(x))."""
         low, high = self.spans[stage]
         message = f"{stage} registration (elastix)"
-        self.start(stage, low, message)
-        inputs = inputs.for_stage(stage)
+        if stage in FINE_STAGES:  # the first fine stage builds the 1 mm images and their tissue bias field (~10 s)
+            self.start(stage, low, f"{stage} registration: preparing the {FINE_SPACING_MM:g} mm images")
+            inputs = inputs.for_stage(stage)
+            _report(self.progress, low, message)
+        else:
+            self.start(stage, low, message)
         if stage == "deformable":
             job = self._deformable_job(inputs, initial)
         else:
