@@ -120,9 +120,13 @@ def test_both_backends_agree_on_the_rigid_stage(sample_ct, sample_mr, reference_
 
 def test_mr_fixed_affine_run_is_the_inverse_of_ct_fixed(sample_ct, sample_mr, ct_object_points):
     options = RegistrationOptions(stages=("rigid", "affine"), threads=2, force_stages=True)  # past the stage guard
-    ct_fixed = register_images(sample_ct, sample_mr, options)
+    messages = []
+    ct_fixed = register_images(sample_ct, sample_mr, options, progress=lambda _, message: messages.append(message))
     mr_fixed = register_images(sample_mr, sample_ct, options)
     assert not ct_fixed.deformable and ct_fixed.stage_seconds.keys() >= {"rigid", "affine"}
+    # the 1 mm images and their tissue bias field are announced before elastix reports on the affine stage
+    start = messages.index("affine registration: preparing the 1 mm images")
+    assert messages[start + 1] == "affine registration (elastix)"
     assert abs(np.linalg.det(ct_fixed.matrix[:3, :3]) - 1.0) > 1e-4  # affine, not rigid
     round_trip = transform_points(mr_fixed.matrix @ ct_fixed.matrix, ct_object_points)
     assert np.percentile(np.linalg.norm(round_trip - ct_object_points, axis=1), 95) < 2.0
