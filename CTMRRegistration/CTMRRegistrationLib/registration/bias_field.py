@@ -37,12 +37,13 @@ POSE_DETAIL = FieldDetail(spacing_mm=8.0, min_span_mm=50.0, max_levels=3)
 # The affine and deformable stages compare tissues voxel by voxel and take a finer field. Each chain below is an
 # affine stage from one rigid result, then a deformable stage from it, with the intensity window; mean error at the
 # porcine phantom's 84 air-pocket pairs over three elastix seeds, affine / deformable (central MR slab in brackets):
-# 4 levels on a 4 mm copy 2.81 (2.04) / 1.94 (1.59), 5 levels there
-# 2.79 (1.99) / 1.96 (1.59); 4 levels on a 2 mm copy 2.69 (1.83) / 1.96 (1.59); 5 levels on a 2 mm copy
-# 2.68 (1.80) / 1.84 (1.52) in 80 s of N4, the same with 5 iterations at the coarse levels 2.69 (1.82) / 1.84
-# (1.50) in 32 s. A 2 mm copy serves the affine stage, a fifth level (15 mm spans on the phantom's 235 mm) the
-# deformable one. On the 88 mm thigh MRs this gives three levels (22 mm spans).
-TISSUE_DETAIL = FieldDetail(spacing_mm=2.0, min_span_mm=10.0, max_levels=5, coarse_iterations=5)
+# 4 levels on a 4 mm copy 2.81 (2.04) / 1.94 (1.59), 5 levels there 2.79 (1.99) / 1.96 (1.59); 4 levels on a 2 mm
+# copy 2.69 (1.83) / 1.96 (1.59); 5 levels on a 2 mm copy 2.68 (1.80) / 1.84 (1.52) in 80 s of N4, the same with
+# 5 iterations at the coarse levels 2.69 (1.82) / 1.84 (1.50) in 32 s. A finer copy serves the affine stage, a
+# fifth level (11-15 mm spans on the phantom) the deformable one. Through `ctmr-register` (one run each): 4 mm,
+# 4 levels 2.05-2.10 (1.60); 2 mm, 5 levels 1.86 (1.48), N4 31 s; 2.5 mm, 5 levels 1.92 (1.51), N4 16 s.
+# On the 88 mm thigh MRs this gives four levels (11 mm spans).
+TISSUE_DETAIL = FieldDetail(spacing_mm=2.5, min_span_mm=10.0, max_levels=5, coarse_iterations=5)
 
 
 def fitting_levels(image: sitk.Image, detail: FieldDetail = POSE_DETAIL) -> int:
