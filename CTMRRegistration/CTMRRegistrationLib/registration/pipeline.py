@@ -400,7 +400,7 @@ class _StageRunner:
         the fixed object whatever the rotation: the result is initial(bspline(x))."""
         low, high = self.spans[stage]
         message = f"{stage} registration (elastix)"
-        # the first fine stage builds the 1 mm images and their tissue bias field (about 20 s on the porcine pair)
+        # the first fine stage builds the 1 mm images and their tissue bias field (about 10 s on the porcine pair)
         if stage in FINE_STAGES:
             self.start(stage, low, f"{stage} registration: preparing the {FINE_SPACING_MM:g} mm images")
             inputs = inputs.for_stage(stage)
