@@ -109,7 +109,8 @@ class RegistrationResult:
     """A fixed->moving resampling transform (LPS) with what was measured on the way.
 
     `transform` is affine for linear stages; with a deformable stage it is a composite transform (the
-    linear part first, then a B-spline), and `matrix` is its linear part."""
+    linear part first, then a B-spline), and `matrix` is its linear part. `stage_transforms` holds each elastix
+    stage's own fixed->moving result, also one the stage guard discarded (compare stages without a rerun)."""
 
     transform: sitk.Transform
     initial_transform: sitk.Transform
@@ -125,6 +126,7 @@ class RegistrationResult:
     fixed_mask: sitk.Image | None = None  # foreground masks on the working grids, for inspection
     moving_mask: sitk.Image | None = None
     crop_region: np.ndarray | None = None  # corners (LPS, fixed space) of the region registered (voxel faces)
+    stage_transforms: dict[str, sitk.Transform] = field(default_factory=dict)
 
     @property
     def deformable(self) -> bool:
@@ -327,6 +329,8 @@ def _register(fixed: sitk.Image, moving: sitk.Image, options: RegistrationOption
         result.initial_transform = result.initial_transform.GetInverse()
         result.fixed_mask, result.moving_mask = result.moving_mask, result.fixed_mask
         result.fixed_modality, result.moving_modality = fixed_modality, moving_modality
+        result.stage_transforms = {stage: sitk_from_matrix(np.linalg.inv(matrix_from_sitk(transform)))
+                                   for stage, transform in result.stage_transforms.items()}
         inputs = inputs.swapped() if inputs is not None else None
     if inputs is not None and options.crop:
         result.crop_region = physical_corners(inputs.fixed, faces=True)
@@ -435,7 +439,7 @@ class _StageRunner:
                      _mask_overlap_fraction(result.moving_mask, result.fixed_mask, np.linalg.inv(matrix)))
         if skipped_for_partial_views(stage, shared, self.options.force_stages, result.metrics, result.warnings):
             return initial
-        found = self.elastix(stage, inputs, initial)
+        found = result.stage_transforms[stage] = self.elastix(stage, inputs, initial)
         self.start(f"{stage}_guard", self.spans[stage][1], f"checking the {stage} result")
         cue = EdgeCue(inputs.fixed, inputs.moving, inputs.fixed_mask, inputs.moving_mask)
         chosen = guard_stage(stage, cue, initial, found, self.options.force_stages, result.metrics, result.warnings,
@@ -558,7 +562,7 @@ def _align_linear(fixed, moving, modalities, options, stages: _StageRunner, resu
     coarse = inputs
     inputs.make_fine = functools.cache(lambda: _fine_inputs(coarse, *fine_pair, modalities, options, corrected_roles))
     if "rigid" in stages.parameters:
-        result.transform = stages.elastix("rigid", inputs, result.transform)
+        result.transform = result.stage_transforms["rigid"] = stages.elastix("rigid", inputs, result.transform)
     if "affine" in stages.parameters:
         result.transform = stages.guarded("affine", inputs, result.transform, result)
 

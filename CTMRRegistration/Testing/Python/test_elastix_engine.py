@@ -19,7 +19,7 @@ from CTMRRegistrationLib.elastix.backends import WheelBackend, choose_backend
 from CTMRRegistrationLib.elastix.export import write_elastix_transform
 from CTMRRegistrationLib.elastix.job import ElastixJob
 from CTMRRegistrationLib.elastix.parameters import read_parameter_file, write_parameter_file
-from CTMRRegistrationLib.elastix.transforms import linear_transform_map, sitk_from_transform_map
+from CTMRRegistrationLib.elastix.transforms import is_linear, linear_transform_map, sitk_from_transform_map
 from CTMRRegistrationLib.mrml.transform_nodes import inverse_transform_node, new_transform_node
 
 pytestmark = pytest.mark.slow  # real registrations of the bundled pair
@@ -130,6 +130,11 @@ def test_mr_fixed_affine_run_is_the_inverse_of_ct_fixed(sample_ct, sample_mr, ct
     assert abs(np.linalg.det(ct_fixed.matrix[:3, :3]) - 1.0) > 1e-4  # affine, not rigid
     round_trip = transform_points(mr_fixed.matrix @ ct_fixed.matrix, ct_object_points)
     assert np.percentile(np.linalg.norm(round_trip - ct_object_points, axis=1), 95) < 2.0
+    # each stage's own result, in the requested direction (the MR-fixed run registered CT-fixed and inverted)
+    for result in (ct_fixed, mr_fixed):
+        assert result.metrics["stage_guard"]["affine"]["forced"] is True
+        np.testing.assert_allclose(matrix_from_sitk(result.stage_transforms["affine"]), result.matrix, atol=1e-9)
+        assert is_linear(result.stage_transforms["rigid"])
 
 
 def test_presets_are_checked_before_registering(sample_ct, sample_mr, tmp_path):
