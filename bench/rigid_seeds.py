@@ -1,8 +1,8 @@
 """The rigid stage on the full-resolution porcine pair over elastix seeds and start poses, scored on the
 air-pocket pairs (all 84 and the central MR slab, see score_landmarks.py).
 
-A single run tells little: elastix samples the images at random, so one seed's rigid result moves the central
-slab's mean TRE by 0.1-0.2 mm. Each run starts from the reference rigid transform moved by up to 5 degrees and
+A single run tells little: elastix samples the images at random, so the seed alone moves the central
+slab's mean TRE by about 0.1 mm. Each run starts from the reference rigid transform moved by up to 5 degrees and
 8 mm (a fixed random set), with the bundled rigid preset, its RandomSeed and any `--set` entries replaced.
 
     CTMR_SHARED_DATA=../shared/data/mridir-porcine python bench/rigid_seeds.py [--seeds 1 2 3 4] [--starts 2]
