@@ -15,7 +15,7 @@ FILE_OUTPUTS = {
     "output_volume": VOLUME_SUFFIXES, "output_elastix_transform": (".txt",), "overlay": (".png",),
     "output_crop_roi": (".mrk.json",), "output_dicom_reg": (".dcm",),
 }
-FOLDER_OUTPUTS = ("report", "output_masks")
+FOLDER_OUTPUTS = ("report", "output_masks", "output_stage_transforms")
 INPUTS = ("fixed", "moving", "transform", "backward_transform", "fixed_landmarks", "moving_landmarks",
           "fixed_targets", "moving_targets", "fixed_seg", "moving_seg", "elastix", "crop_roi",
           "fixed_mask", "moving_mask", "initial_transform")

@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--force-stages", action="store_true",
                         help="keep the affine/deformable results even when the stage guard finds that they align "
                         "edges worse than the stage before")
+    parser.add_argument("--output-stage-transforms", type=Path,
+                        help="folder for each elastix stage's own fixed->moving result (rigid.h5, affine.h5, "
+                        "deformable.h5), also one the stage guard discarded")
     arguments.add_elastix(parser)
     parser.add_argument("--preset", type=Path, action="append", default=[],
                         help="elastix parameter file replacing the bundled one of the stage its Transform names "
@@ -197,6 +200,10 @@ def register_files(args) -> tuple[SceneRegistrationResult, dict, list[str]]:
         attempt(f"{role}_mask", lambda node=node, path=path: mrml_io.save_node(context, node, path))
     if result.status != "ok":
         return result, outputs, warnings
+    if args.output_stage_transforms:
+        attempt("stage_transforms", lambda: write_folder_atomically(args.output_stage_transforms, lambda folder: [
+            sitk.WriteTransform(transform, str(folder / f"{stage}.h5"))
+            for stage, transform in result.stage_transforms.items()]))
     if args.output_inverse_transform:
         reference = add_volume_from_sitk(context, result.moving_mask, "inverse grid") if result.deformable else None
         inverse = logic.inverse_transform_node(result.transform_node, reference)

@@ -40,6 +40,7 @@ def deformable_run(tmp_path_factory):
         "--preset", str(write_parameter_file(light, folder / "light_deformable.txt")),
         "--output-transform", str(folder / "forward.h5"), "--output-inverse-transform", str(folder / "inverse.h5"),
         "--output-elastix-transform", str(folder / "elastix" / "TransformParameters.txt"),
+        "--output-stage-transforms", str(folder / "stages"),
     ])
     assert code == 0
     return folder
@@ -59,6 +60,20 @@ def test_deformable_result_is_smooth_and_close_to_the_linear_one(deformable_run,
     # the phantom deformed by a few mm and the reference is a rigid MI optimum ~4 mm from the anatomy:
     # a deformable result stays within that order, a runaway B-spline would not
     assert np.median(distances) < 6.0 and np.percentile(distances, 95) < 15.0
+
+
+def test_each_stage_result_is_written_and_the_result_is_one_of_them(deformable_run, ct_object_points):
+    stages = {path.stem: sitk.ReadTransform(str(path)) for path in (deformable_run / "stages").iterdir()}
+    assert stages.keys() == {"rigid", "affine", "deformable"}
+    rotation = matrix_from_sitk(stages["rigid"])[:3, :3]
+    np.testing.assert_allclose(rotation @ rotation.T, np.eye(3), atol=1e-6)
+    assert abs(np.linalg.det(matrix_from_sitk(stages["affine"])[:3, :3]) - 1.0) > 1e-4
+    assert not is_linear(stages["deformable"])
+    forward = sitk.ReadTransform(str(deformable_run / "forward.h5"))
+    result = np.array([forward.TransformPoint(p.tolist()) for p in ct_object_points])
+    matching = [name for name, transform in stages.items()
+                if np.allclose([transform.TransformPoint(p.tolist()) for p in ct_object_points], result, atol=0.01)]
+    assert len(matching) == 1, "the result is the last stage the guard kept"
 
 
 def test_inverse_of_the_deformable_result_undoes_it(deformable_run, ct_object_points):
