@@ -53,8 +53,8 @@ def surrounding_hu(ct: sitk.Image, points: np.ndarray) -> np.ndarray:
     spacing = np.array(ct.GetSpacing())
     reach = np.ceil(TISSUE_SHELL_MM[1] / spacing).astype(int)
     offsets = np.stack(np.meshgrid(*(np.arange(-r, r + 1) for r in reach), indexing="ij"), -1).reshape(-1, 3)
-    offsets = offsets[(np.linalg.norm(offsets * spacing, axis=1) >= TISSUE_SHELL_MM[0])
-                      & (np.linalg.norm(offsets * spacing, axis=1) <= TISSUE_SHELL_MM[1])]
+    distance = np.linalg.norm(offsets * spacing, axis=1)
+    offsets = offsets[(distance >= TISSUE_SHELL_MM[0]) & (distance <= TISSUE_SHELL_MM[1])]
     medians = []
     for point in points:
         index = np.clip(np.array(ct.TransformPhysicalPointToIndex(point.tolist())) + offsets, 0,
