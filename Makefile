@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 		|| echo "note: dicom3tools/plastimatch not installed; the DICOM REG validation tests will skip"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[batch,test]"
 	@touch $(STAMP)
 
 demo: $(STAMP)

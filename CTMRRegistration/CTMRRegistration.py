@@ -5,10 +5,10 @@ MRML scene). The panel's actions are CTMRRegistrationLib.apps.panel (Qt-free, te
 this file only wires them to Qt.
 """
 
+import dataclasses
 import hashlib
-import importlib
-import importlib.util
 import logging
+import typing
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -18,29 +18,27 @@ import qt
 import SimpleITK as sitk
 import slicer
 import vtk
-from slicer import (
-    vtkMRMLMarkupsFiducialNode,
-    vtkMRMLMarkupsROINode,
-    vtkMRMLScalarVolumeNode,
-    vtkMRMLSegmentationNode,
-    vtkMRMLTableNode,
-    vtkMRMLTransformNode,
-)
-from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
-from slicer.ScriptedLoadableModule import (
+
+# The library needs Python 3.10 (Slicer 5.10 ships 3.12, Slicer 5.8 ships 3.9): say so before importing it.
+MINIMUM_SLICER_VERSION = (5, 10)
+if (slicer.app.majorVersion, slicer.app.minorVersion) < MINIMUM_SLICER_VERSION:
+    raise RuntimeError(f"CT-MR Registration needs 3D Slicer {'.'.join(map(str, MINIMUM_SLICER_VERSION))} or newer; "
+                       f"this is Slicer {slicer.app.majorVersion}.{slicer.app.minorVersion}.")
+
+from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper  # noqa: E402
+from slicer.ScriptedLoadableModule import (  # noqa: E402
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
     ScriptedLoadableModuleTest,
     ScriptedLoadableModuleWidget,
 )
-from slicer.util import VTKObservationMixin
+from slicer.util import VTKObservationMixin  # noqa: E402
 
-from CTMRRegistrationLib import Cancelled, CTMRError, RegistrationLogic
-from CTMRRegistrationLib.apps.panel import Panel, apply_problem
-from CTMRRegistrationLib.core import resources
-from CTMRRegistrationLib.elastix.backends import find_elastix_executable
-from CTMRRegistrationLib.mrml.nodes import sitk_from_volume
-from CTMRRegistrationLib.qa.report import REPORT_NAME
+from CTMRRegistrationLib import Cancelled, CTMRError, RegistrationLogic  # noqa: E402
+from CTMRRegistrationLib.apps.panel import Panel, PanelSettings, apply_problem  # noqa: E402
+from CTMRRegistrationLib.core import resources  # noqa: E402
+from CTMRRegistrationLib.mrml.nodes import sitk_from_volume  # noqa: E402
+from CTMRRegistrationLib.qa.report import REPORT_NAME  # noqa: E402
 
 SAMPLE_DATA_ATTRIBUTION = (
     "Sample data: porcine phantom CT and T2 MR from the MRI-DIR collection of The Cancer Imaging Archive "
@@ -51,8 +49,6 @@ SAMPLE_DATA_ATTRIBUTION = (
 SAMPLE_CATEGORY = "CT-MR Registration"
 SAMPLE_NAME = "Porcine CT and MR"
 SAMPLE_NODE_NAMES = ("PorcineCT", "PorcineMR")
-
-
 
 #
 # CTMRRegistration
@@ -66,7 +62,7 @@ class CTMRRegistration(ScriptedLoadableModule):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = "CT-MR Registration"
         self.parent.categories = ["Registration"]
-        self.parent.dependencies = ["Elastix"]
+        self.parent.dependencies = ["Elastix"]  # SlicerElastix's elastix runs the registration
         self.parent.contributors = ["CTMRRegistration developers"]
         self.parent.helpText = (
             "Automatic CT to MR registration.<br>"
@@ -95,7 +91,8 @@ def registerSampleData() -> None:
     import SampleData
 
     paths = (resources.sample_ct_path(), resources.sample_mr_path())
-    SampleData.SampleDataLogic.registerCustomSampleDataCategory(SAMPLE_CATEGORY, SAMPLE_CATEGORY)
+    if hasattr(SampleData.SampleDataLogic, "registerCustomSampleDataCategory"):  # Slicer 5.12: a titled category
+        SampleData.SampleDataLogic.registerCustomSampleDataCategory(SAMPLE_CATEGORY, SAMPLE_CATEGORY)
     SampleData.SampleDataLogic.registerCustomSampleDataSource(
         category=SAMPLE_CATEGORY,
         sampleName=SAMPLE_NAME,
@@ -116,7 +113,8 @@ def loadSamplePair(source=None):
     ct, mr = logic.downloadFromSource(source or logic.sourceForSampleName(SAMPLE_NAME))
     parameterNode = CTMRRegistrationLogic().getParameterNode()
     parameterNode.fixedVolume, parameterNode.movingVolume = ct, mr
-    slicer.util.selectModule("CTMRRegistration")
+    if slicer.util.mainWindow():
+        slicer.util.selectModule("CTMRRegistration")
     return [ct, mr]
 
 
@@ -125,74 +123,22 @@ def loadSamplePair(source=None):
 #
 
 
-@parameterNodeWrapper
-class CTMRRegistrationParameterNode:
-    """What the panel shows, saved with the scene. The .ui file's SlicerParameterName properties connect each
-    field to its widget; CTMRRegistrationLib.apps.panel.PanelSettings declares the same fields for headless use,
-    and registration_arguments maps them to the library call.
-
-    Inputs: fixedVolume and movingVolume (either may be the CT); optional landmark lists (corresponding points),
-    target lists (points whose error is reported) and segmentations, for the quality check.
-    Options: the elastix stages, automatic initialisation (pose search; off: centres aligned), auto-crop or a
-    crop region (an ROI), MR bias-field correction, a custom elastix preset, harden, user masks (segmentations,
-    intersected with or replacing the automatic ones); useMasks, acceptMirror and backend (advanced).
-    Outputs: outputTransform (created when empty), outputVolume (moving resampled on the fixed grid), the
-    verdict and the metrics table, the registered region (an ROI to edit and reuse), the report folder and the
-    DICOM REG file.
-    """
-
-    fixedVolume: vtkMRMLScalarVolumeNode
-    movingVolume: vtkMRMLScalarVolumeNode
-    fixedLandmarks: vtkMRMLMarkupsFiducialNode
-    movingLandmarks: vtkMRMLMarkupsFiducialNode
-    fixedTargets: vtkMRMLMarkupsFiducialNode
-    movingTargets: vtkMRMLMarkupsFiducialNode
-    fixedSegmentation: vtkMRMLSegmentationNode
-    movingSegmentation: vtkMRMLSegmentationNode
-
-    rigidStage: bool = True
-    affineStage: bool = False
-    deformableStage: bool = False
-    automaticInitialization: bool = True
-    autoCrop: bool = True
-    cropRoi: vtkMRMLMarkupsROINode
-    biasCorrection: Annotated[str, Choice(["auto", "on", "off"])] = "auto"
-    presetFile: Path
-    hardenResult: bool = False
-    useMasks: bool = True
-    acceptMirror: bool = False
-    backend: Annotated[str, Choice(["auto", "elastix", "itk-elastix"])] = "auto"
-    fixedMask: vtkMRMLSegmentationNode
-    movingMask: vtkMRMLSegmentationNode
-    maskMode: Annotated[str, Choice(["intersect", "replace"])] = "intersect"
-
-    outputTransform: vtkMRMLTransformNode
-    outputVolume: vtkMRMLScalarVolumeNode
-    metricsTable: vtkMRMLTableNode
-    registeredRegion: vtkMRMLMarkupsROINode
-    reportFolder: Path
-    dicomRegFile: Path
-    verdict: str = ""
+def parameterNodeClass(settings: type = PanelSettings) -> type:
+    """The parameter node's class: the fields of CTMRRegistrationLib.apps.panel.PanelSettings, each widget of
+    the .ui file naming its field by its SlicerParameterName property."""
+    hints = typing.get_type_hints(settings)
+    annotations, defaults = {}, {}
+    for field in dataclasses.fields(settings):
+        kind = next((arg for arg in typing.get_args(hints[field.name]) if arg is not type(None)), hints[field.name])
+        choices = field.metadata.get("choices")
+        annotations[field.name] = Annotated[kind, Choice(list(choices))] if choices else kind
+        if kind in (bool, str):
+            defaults[field.name] = field.default
+    return type("CTMRRegistrationParameterNode", (), {"__annotations__": annotations, **defaults,
+                                                      "__doc__": settings.__doc__})
 
 
-@contextmanager
-def showErrors(what: str):
-    """Show an error as a one-line message box: the library's messages say what is wrong and what to do. An
-    unexpected error's traceback goes to the application log, not to the user."""
-    try:
-        yield
-    except CTMRError as error:
-        slicer.util.errorDisplay(f"{what}: {error}")
-    except Exception as error:
-        logging.exception(what)
-        slicer.util.errorDisplay(f"{what}: {error}\n\nThe application log has the details.")
-
-
-def needsItkElastixWheel(backend: str) -> bool:
-    """True when the chosen backend can only run through the itk-elastix wheel and it is not installed."""
-    if importlib.util.find_spec("itk") is not None:
-        return False
-    return backend == "itk-elastix" or (backend == "auto" and find_elastix_executable() is None)
+CTMRRegistrationParameterNode = parameterNodeWrapper(parameterNodeClass())
 
 
 #
@@ -212,6 +158,7 @@ class CTMRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._running = False
         self._cancelRequested = False
+        self.messageBoxes = True  # the self-test turns them off: a test never waits for a click
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -304,28 +251,35 @@ class CTMRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.cancelButton.enabled = False
         self.ui.statusLabel.text = "Cancelling..."
 
-    def _ensureElastix(self, backend: str) -> bool:
-        if not needsItkElastixWheel(backend):
-            return True
-        if not slicer.util.confirmOkCancelDisplay(
-                "No elastix executable was found (install the SlicerElastix extension). Install the itk-elastix "
-                "Python package instead (about 100 MB download)?"):
-            return False
-        with showErrors("Installing itk-elastix failed"):
-            slicer.util.pip_install("itk-elastix")
-        importlib.invalidate_caches()
-        return not needsItkElastixWheel(backend)
+    def showMessage(self, text: str, warning: bool = False) -> None:
+        """A message in the status line and the log, and in a message box unless the self-test runs."""
+        self.ui.statusLabel.text = text
+        (logging.warning if warning else logging.error)(text)
+        if self.messageBoxes:
+            (slicer.util.warningDisplay if warning else slicer.util.errorDisplay)(text)
+
+    @contextmanager
+    def showErrors(self, what: str):
+        """Show an error in one line: the library's messages say what is wrong and what to do. An unexpected
+        error's traceback goes to the application log, not to the user."""
+        try:
+            yield
+        except CTMRError as error:
+            self.showMessage(f"{what}: {error}")
+        except Exception as error:
+            logging.exception(what)
+            self.showMessage(f"{what}: {error} (the application log has the details)")
 
     def onApplyButton(self) -> None:
         """Register with progress and Cancel. After an error or a cancel the scene is as it was."""
         p = self._parameterNode
-        if apply_problem(p) is not None or not self._ensureElastix(p.backend):
+        if apply_problem(p) is not None:
             return
         self._cancelRequested = False
         self._setRunning(True)
         result = None
         try:
-            with showErrors("Registration failed"), slicer.util.NodeModify(p):
+            with self.showErrors("Registration failed"), slicer.util.NodeModify(p):
                 try:
                     result = self.panel.register(p, progress=self._onProgress,
                                                  cancelled=lambda: self._cancelRequested)
@@ -335,15 +289,16 @@ class CTMRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._setRunning(False)
         if result is None:
             if not self._cancelRequested:
-                self.ui.statusLabel.text = "Failed: nothing was changed."
+                self.ui.statusLabel.text += " Nothing was changed."
             return
         notes = " ".join((result.qa.reasons if result.qa else []) + result.warnings)
         self.ui.statusLabel.text = f"{p.verdict} in {result.seconds:.1f} s. {notes}".strip()
         self._updateButtons()
         if result.status == "mirrored":
-            slicer.util.warningDisplay(
+            self.showMessage(
                 "The moving volume appears mirrored (a left-right flip in its header?), so it was not registered. "
-                "Fix the header, or tick 'Register a mirrored moving volume anyway' under Options, Advanced.")
+                "Fix the header, or tick 'Register a mirrored moving volume anyway' under Options, Advanced.",
+                warning=True)
             return
         self.onShowOverlay()
 
@@ -355,7 +310,7 @@ class CTMRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onShowCheckerboard(self) -> None:
         """A volume of alternating fixed and registered moving squares on the fixed grid."""
-        with showErrors("Cannot show the checkerboard"):
+        with self.showErrors("Cannot show the checkerboard"):
             slicer.app.setOverrideCursor(qt.Qt.WaitCursor)
             try:
                 board = self.panel.show_checkerboard()
@@ -365,14 +320,14 @@ class CTMRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onCropVolumes(self) -> None:
         """Cropped copies of both volumes inside the crop region (else the registered region)."""
-        with showErrors("Cannot crop the volumes"):
+        with self.showErrors("Cannot crop the volumes"):
             fixedCropped, movingCropped = self.panel.crop_volumes(self._parameterNode)
             slicer.util.setSliceViewerLayers(background=fixedCropped, foreground=movingCropped,
                                              foregroundOpacity=0.5, fit=True)
 
     def onExportDicomReg(self) -> None:
         """The last result as a DICOM Spatial Registration object (volumes loaded from DICOM only)."""
-        with showErrors("Cannot export the DICOM REG"):
+        with self.showErrors("Cannot export the DICOM REG"):
             path = self.panel.export_dicom_registration(self._parameterNode)
             self.ui.statusLabel.text = f"Wrote {path}"
 
@@ -390,7 +345,7 @@ class CTMRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 class CTMRRegistrationLogic(ScriptedLoadableModuleLogic, RegistrationLogic):
     """The library's RegistrationLogic on Slicer's scene, plus the module's parameter node.
 
-    `register(fixedNode, movingNode, **options)` is RegistrationLogic.register: the same call runs headless
+    `register(fixedNode, movingNode, ...)` is RegistrationLogic.register: the same call runs headless
     on a slicer-core scene (`RegistrationLogic(create_headless_context())`), so console scripts run unchanged.
     """
 
@@ -398,8 +353,6 @@ class CTMRRegistrationLogic(ScriptedLoadableModuleLogic, RegistrationLogic):
         # ScriptedLoadableModuleLogic.__init__ calls super().__init__(), which here is RegistrationLogic's:
         # it takes slicer.mrmlScene and the application's module logics (CTMRRegistrationLib.default_context).
         ScriptedLoadableModuleLogic.__init__(self)
-        if not hasattr(self, "context"):  # a Slicer whose ScriptedLoadableModuleLogic does not call super()
-            RegistrationLogic.__init__(self)
 
     def getParameterNode(self) -> CTMRRegistrationParameterNode:
         return CTMRRegistrationParameterNode(super().getParameterNode())
@@ -412,7 +365,8 @@ class CTMRRegistrationLogic(ScriptedLoadableModuleLogic, RegistrationLogic):
 
 class CTMRRegistrationTest(ScriptedLoadableModuleTest):
     """Self-test in Slicer: the bundled pair from Sample Data, a known pose recovered through the logic, and
-    the panel's Register, Cancel and error paths."""
+    the panel's Register, Cancel and error paths. It needs no main window and opens no message box, so CTest
+    and Testing/run_in_slicer.sh run it unattended."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -434,7 +388,8 @@ class CTMRRegistrationTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Loading the bundled pair as the Sample Data button does (customDownloader)")
         clicked = self.loadPair()
         self.assertEqual([node.GetName() for node in clicked], list(SAMPLE_NODE_NAMES))
-        self.assertEqual(slicer.util.selectedModule(), "CTMRRegistration")
+        if slicer.util.mainWindow():
+            self.assertEqual(slicer.util.selectedModule(), "CTMRRegistration")
         parameterNode = CTMRRegistrationLogic().getParameterNode()
         self.assertEqual((parameterNode.fixedVolume, parameterNode.movingVolume), tuple(clicked))
         self.delayDisplay("Loading it through SampleData.downloadSamples (scripts)")
@@ -483,8 +438,9 @@ class CTMRRegistrationTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Test passed")
 
     def panel(self):
-        slicer.util.selectModule("CTMRRegistration")
-        widget = slicer.modules.CTMRRegistrationWidget
+        """The module's widget (made without a main window if there is none), its message boxes off."""
+        widget = slicer.modules.ctmrregistration.widgetRepresentation().self()
+        widget.messageBoxes = False
         widget.initializeParameterNode()
         return widget, widget._parameterNode
 
@@ -525,9 +481,10 @@ class CTMRRegistrationTest(ScriptedLoadableModuleTest):
         nodes, verdict = slicer.mrmlScene.GetNumberOfNodes(), p.verdict
 
         self.delayDisplay("An unusable preset file: a message, no change")
-        p.presetFile = resources.sample_data_dir() / "README.md"
+        p.preset = resources.sample_data_dir() / "README.md"
         widget.onApplyButton()
-        p.presetFile = Path()
+        p.preset = Path()
+        self.assertIn("README.md", widget.ui.statusLabel.text)
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodes)
         self.assertIsNone(mr.GetParentTransformNode())
         self.assertEqual(p.verdict, verdict)

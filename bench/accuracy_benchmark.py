@@ -29,11 +29,11 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from capture_benchmark import HERE, move_header, timed
+from capture_benchmark import HERE, timed
 from scipy.spatial.transform import Rotation
 
 sys.path.insert(0, str(HERE.parent / "CTMRRegistration" / "Testing" / "Python"))
-from ground_truth import error_summary, mapped, synthetic_warp  # noqa: E402
+from ground_truth import error_summary, mapped, move_header, synthetic_warp  # noqa: E402
 from score_landmarks import CENTRAL_MR_Z_MM  # noqa: E402
 
 from CTMRRegistrationLib.core import resources  # noqa: E402
@@ -90,7 +90,7 @@ class Runner:
     def ours(self, fixed: Path, moving: Path, stages: str, force: bool, tag: str) -> dict:
         output, report = self.work / f"{tag}.h5", self.work / f"{tag}.json"
         command = [sys.executable, "-m", "CTMRRegistrationLib", "--fixed", str(fixed), "--moving", str(moving),
-                   "--init", "none", "--stages", stages, "--threads", str(self.threads), "--no-qa", "--json",
+                   "--initialization", "none", "--stages", stages, "--threads", str(self.threads), "--no-qa", "--json",
                    "--output-transform", str(output)] + (["--force-stages"] if force else [])
         seconds, memory, status = timed(command, report)
         if status != 0:

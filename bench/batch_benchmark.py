@@ -28,10 +28,11 @@ import SimpleITK as sitk
 from capture_benchmark import data_dir, move_header
 from scipy.spatial.transform import Rotation
 
-from CTMRRegistrationLib.apps.batch_case import CaseJob, run_case
+from CTMRRegistrationLib.batch.case import CaseJob, run_case
 from CTMRRegistrationLib.core import resources
-from CTMRRegistrationLib.core.geometry import matrix_from_sitk, transform_points
+from CTMRRegistrationLib.core.geometry import matrix_from_sitk
 from CTMRRegistrationLib.core.masks import ct_body_mask
+from CTMRRegistrationLib.core.point_mapping import p95_distance
 
 
 def pair(full_resolution: bool) -> tuple[Path, Path, Path]:
@@ -76,10 +77,6 @@ def object_points(ct_path: Path) -> np.ndarray:
     voxels = np.argwhere(mask > 0)[:, ::-1].astype(float)
     voxels = voxels[np.random.default_rng(0).choice(len(voxels), 4000, replace=False)]
     return np.array([ct.TransformContinuousIndexToPhysicalPoint(v.tolist()) for v in voxels])
-
-
-def p95(a: np.ndarray, b: np.ndarray, points: np.ndarray) -> float:
-    return float(np.percentile(np.linalg.norm(transform_points(a, points) - transform_points(b, points), axis=1), 95))
 
 
 def run_batch(manifest: Path, output: Path, workers: int) -> tuple[float, list[dict]]:
@@ -149,7 +146,8 @@ def main() -> None:
         for workers in worker_counts:
             seconds, rows = run_batch(manifest, folder / f"out{workers}", workers)
             results[workers] = transforms(folder / f"out{workers}", cases)
-            errors = [p95(matrix, cases[case] @ reference, points) for case, matrix in results[workers].items()]
+            errors = [p95_distance(matrix, cases[case] @ reference, points)
+                      for case, matrix in results[workers].items()]
             case_seconds = [float(row["seconds"]) for row in rows if row["seconds"]]
             memory = [int(row["peak_memory_mb"]) for row in rows if row["peak_memory_mb"]]
             print(f"{workers:7d}  {seconds:6.1f}  {60 * len(rows) / seconds:9.2f}  {np.mean(case_seconds):13.1f}  "
@@ -158,7 +156,8 @@ def main() -> None:
         first, *others = worker_counts
         for workers in others:
             shared = results[first].keys() & results[workers].keys()
-            spread = max((p95(results[first][c], results[workers][c], points) for c in shared), default=float("nan"))
+            spread = max((p95_distance(results[first][c], results[workers][c], points) for c in shared),
+                         default=float("nan"))
             print(f"same cases, {first} vs {workers} workers: largest p95 difference {spread:.4f} mm "
                   f"over {len(shared)} cases")
         throughput, latency = scheduler_overhead(args.trivial_tasks)

@@ -26,6 +26,7 @@ import SimpleITK as sitk
 
 from CTMRRegistrationLib import RegistrationOptions, register_images
 from CTMRRegistrationLib.core.geometry import matrix_from_sitk, transform_points
+from CTMRRegistrationLib.core.point_mapping import p95, p95_distance
 
 GROUND_TRUTH_MM = 12.0
 THIGH_CAPTURE_MM, PHANTOM_CAPTURE_MM = 3.0, 5.0
@@ -100,10 +101,6 @@ def run_ours_assessed(bench, fixed: Path, moving: Path, work: Path, threads: int
     return np.asarray(report["transform"]), seconds, memory, status, report.get("verdict"), tried
 
 
-def p95(a: np.ndarray, b: np.ndarray, points: np.ndarray) -> float:
-    return float(np.percentile(np.linalg.norm(transform_points(a, points) - transform_points(b, points), axis=1), 95))
-
-
 def run_set(bench, set_name: str, shared: Path, poses_per_pattern: int, seed: int, threads: int, work: Path,
             peers: bool) -> dict[str, list[dict]]:
     """Every run of one set, keyed by method."""
@@ -128,8 +125,8 @@ def run_set(bench, set_name: str, shared: Path, poses_per_pattern: int, seed: in
                 runs["moments + Mattes MI"] = (*bench.run_moments_mi(ct_path, moved, work, threads), *no_flags)
             cells = []
             for method, (matrix, seconds, memory, status, verdict, tried) in runs.items():
-                truth = np.inf if matrix is None else p95(matrix, pose @ reference, points)
-                capture = np.inf if matrix is None else p95(matrix, pose @ from_truth, points)
+                truth = np.inf if matrix is None else p95_distance(matrix, pose @ reference, points)
+                capture = np.inf if matrix is None else p95_distance(matrix, pose @ from_truth, points)
                 success = truth < GROUND_TRUTH_MM and capture < capture_mm
                 methods[method].append({"pattern": pattern, "case": case, "error_truth_p95": truth,
                                         "error_capture_p95": capture, "success": success,
@@ -153,7 +150,7 @@ def summary_rows(set_name: str, methods: dict[str, list[dict]]) -> list[str]:
             f"{set_name:<8} {method:<22} {len(runs):5d} {np.mean([r['success'] for r in runs]):8.0%}"
             f" {sum(not r['flagged'] for r in wrong):7d} {sum(r['flagged'] for r in wrong):8d}"
             f" {sum(r['flagged'] and r['success'] for r in runs):12d} {sum(r['second_chance'] for r in runs):7d}"
-            f" {np.median(seconds):8.1f} s {np.percentile(seconds, 95):7.1f} s"
+            f" {np.median(seconds):8.1f} s {p95(seconds):7.1f} s"
             f" {max(r['memory_gb'] for r in runs):6.2f} GB")
     return rows
 

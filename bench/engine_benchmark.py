@@ -27,6 +27,7 @@ from scipy.spatial.transform import Rotation
 
 from CTMRRegistrationLib.core.geometry import matrix_from_sitk, transform_points
 from CTMRRegistrationLib.core.masks import ct_body_mask
+from CTMRRegistrationLib.core.point_mapping import p95_distance
 from CTMRRegistrationLib.elastix.backends import find_elastix_executable
 from CTMRRegistrationLib.elastix.parameters import read_parameter_file, write_parameter_file
 from CTMRRegistrationLib.elastix.transforms import sitk_from_transform_map
@@ -57,7 +58,7 @@ def run_ours(fixed: Path, moving: Path, work: Path, stages: str, backend: str, t
     transform = work / f"{stages}-{backend}.h5".replace(",", "+")
     report = work / "report.json"
     command = [sys.executable, "-m", "CTMRRegistrationLib", "--fixed", str(fixed), "--moving", str(moving),
-               "--init", "none", "--stages", stages, "--backend", backend, "--threads", str(threads),
+               "--initialization", "none", "--stages", stages, "--backend", backend, "--threads", str(threads),
                "--output-transform", str(transform), "--json"]
     seconds, memory, status = timed(command, report)
     result = json.loads(report.read_text()) if status == 0 else {"stage_seconds": {}}
@@ -81,10 +82,7 @@ def run_generic_rigid(fixed: Path, moving: Path, work: Path, threads: int) -> di
 
 
 def p95_mm(transform: sitk.Transform | None, expected: np.ndarray, points: np.ndarray) -> float:
-    if transform is None:
-        return float("nan")
-    mapped = np.array([transform.TransformPoint(p.tolist()) for p in points])
-    return float(np.percentile(np.linalg.norm(mapped - transform_points(expected, points), axis=1), 95))
+    return float("nan") if transform is None else p95_distance(transform, expected, points)
 
 
 def air_pocket_tre(transform: sitk.Transform | None, header: np.ndarray) -> float:
@@ -98,11 +96,7 @@ def air_pocket_tre(transform: sitk.Transform | None, header: np.ndarray) -> floa
 
 
 def agreement_mm(first: sitk.Transform | None, second: sitk.Transform | None, points: np.ndarray) -> float:
-    if first is None or second is None:
-        return float("nan")
-    a = np.array([first.TransformPoint(p.tolist()) for p in points])
-    b = np.array([second.TransformPoint(p.tolist()) for p in points])
-    return float(np.percentile(np.linalg.norm(a - b, axis=1), 95))
+    return float("nan") if first is None or second is None else p95_distance(first, second, points)
 
 
 def main() -> None:

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "CTMRRegistration" 
 from cli_signals import signal_at_step  # noqa: E402
 
 CT, MR = resources.sample_ct_path(), resources.sample_mr_path()
-FAST = ["--init", "none", "--bias-correction", "off", "--no-qa", "--threads", "1"]
+FAST = ["--initialization", "none", "--bias-correction", "off", "--no-qa", "--threads", "1"]
 LIBRARY = str(Path(__file__).resolve().parents[1] / "CTMRRegistration")
 
 
@@ -96,7 +96,7 @@ def _probes(folder: Path, slow: bool) -> list[tuple[str, list, int, dict]]:
         ("output volume .png", base + ["--output-volume", out / "v.png"], 2, {}),
         ("output transform is a folder", base[:-1] + [folder / "folder.h5"], 2, {}),
         ("output transform -> /dev/full", base[:-1] + [folder / "full.tfm"], 2, {}),
-        ("report folder under a file", base + ["--report", folder / "file.txt" / "r"], 2, {}),
+        ("report folder under a file", base + ["--report-folder", folder / "file.txt" / "r"], 2, {}),
         ("output on a full device", base[:-1] + [folder / "device" / "t.h5"], 2, {"full_device": "64k"}),
     ]
     probes += [(f"fixed {kind}", ["--fixed", _image(kind, folder)] + base[2:] + FAST, 2, {})
@@ -107,10 +107,10 @@ def _probes(folder: Path, slow: bool) -> list[tuple[str, list, int, dict]]:
         ("preset unknown metric", base + ["--preset", _preset(folder, "metric.txt", Metric=["NoSuchMetric"])] + FAST,
          2, {}),
         ("preset binary file", base + ["--preset", folder / "binary.txt"], 2, {}),
-        ("--elastix /bin/false", base + ["--elastix", "/bin/false"] + FAST, 1, {}),
+        ("--elastix /bin/false", base + ["--elastix-executable", "/bin/false"] + FAST, 1, {}),
         ("qa: 2-D transform", ["--fixed", CT, "--moving", MR, "--transform", folder / "flat.tfm"], 2, {"tool": "qa"}),
         ("qa: report under a file", ["--fixed", CT, "--moving", MR, "--transform",
-                                     resources.sample_reference_transform_path(), "--report",
+                                     resources.sample_reference_transform_path(), "--report-folder",
                                      folder / "file.txt" / "r"], 2, {"tool": "qa"}),
     ]
     if slow:

@@ -38,6 +38,7 @@ from CTMRRegistrationLib.core import resources
 from CTMRRegistrationLib.core.geometry import matrix_from_sitk
 from CTMRRegistrationLib.core.imaging import resample_isotropic, shrink_to_spacing
 from CTMRRegistrationLib.core.masks import ct_body_mask
+from CTMRRegistrationLib.core.point_mapping import p95_distance
 from CTMRRegistrationLib.qa.assess import QAOptions, assess
 from CTMRRegistrationLib.qa.images import QA_SPACING_MM
 from CTMRRegistrationLib.qa.verdict import LIMITS
@@ -48,7 +49,6 @@ from capture_benchmark import (  # noqa: E402
     data_dir,
     move_header,
     moved_cases,
-    p95,
     run_generic_rigid,
     run_moments_mi,
     run_ours,
@@ -114,7 +114,7 @@ def near_misses(count: int, seed: int, reference: np.ndarray, centre: np.ndarray
 
 def scored_run(case: int, name: str, matrix, expected, points, ct_qa, mr_qa, options: QAOptions) -> dict:
     """One transform's p95 error against `expected`, its truth (good / failed) and its QA verdict and cues."""
-    error = p95(matrix, expected, points)
+    error = p95_distance(matrix, expected, points)
     run = {"case": case, "method": name, "error_p95_mm": error, "truth": "failed" if error > SUCCESS_P95_MM else "good"}
     return run | assess_run(name, matrix, ct_qa, mr_qa, options)
 

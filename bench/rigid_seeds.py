@@ -67,7 +67,7 @@ def main() -> None:
             for number, start in enumerate(starts):
                 began = time.perf_counter()
                 result = register_images(ct, mr, RegistrationOptions(
-                    initialization="none", initial_matrix=start, stages=("rigid",), presets={"rigid": path},
+                    initialization="none", initial_matrix=start, stages=("rigid",), presets=[path],
                     threads=arguments.threads))
                 tre = np.linalg.norm(transform_points(result.matrix, ct_points) - mr_points, axis=1)
                 errors.append((tre.mean(), tre[central].mean()))

@@ -1,8 +1,9 @@
 """CTMRRegistration library: CT-MR registration on MRML nodes and SimpleITK images, no Qt needed.
 
-Layers, each importing only those before it: `core` (pure), `elastix`, `registration`, `landmarks`, `qa`,
-`mrml` (slicer-core scene and nodes), `apps` (command lines). The names below load on first use, so that
-importing a pure module does not load vtk or MRML.
+Layers, each importing only those before it: `core` (pure), `elastix`, `registration`, `landmarks`, `dicom`,
+`qa`, `mrml` (slicer-core scene and nodes), `apps` (command lines), `batch` (the cohort runner `ctmr-batch`, the
+only one that needs Dask: the `batch` extra). The names below load on first use, so that importing a pure
+module does not load vtk or MRML.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ import sys
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["batch"]:
-        from .apps.batch_cli import main
+        from .batch.cli import main
 
         raise SystemExit(main(sys.argv[2:]))
     from .apps.register_cli import main

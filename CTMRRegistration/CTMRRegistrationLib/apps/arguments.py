@@ -1,13 +1,55 @@
-"""The command-line options `ctmr-register` and `ctmr-qa` share, defined once."""
+"""The command-line options of `ctmr-register` and `ctmr-qa`, defined once, and their checks before any work.
+
+Each option is the kebab-case form of its RegistrationLogic.register keyword (and of the panel's parameter,
+in camelCase); old names still work with a warning."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..core.errors import InputError
 from ..core.imaging import MODALITIES
+from ..core.output_files import check_output_file, check_output_folder
+from ..dicom.inputs import is_dicom_input
 from ..elastix.backends import BACKENDS, ElastixBackend, choose_backend
+from ..mrml.node_io import TRANSFORM_OUTPUT_SUFFIXES
+from ..registration.user_masks import MASK_MODES
+
+VOLUME_SUFFIXES = (".nrrd", ".nii", ".nii.gz", ".mha")
+FILE_OUTPUTS = {
+    "output_transform": TRANSFORM_OUTPUT_SUFFIXES, "output_inverse_transform": TRANSFORM_OUTPUT_SUFFIXES,
+    "output_volume": VOLUME_SUFFIXES, "output_elastix_transform": (".txt",), "overlay": (".png",),
+    "registered_region": (".mrk.json",), "output_dicom_reg": (".dcm",),
+}
+FOLDER_OUTPUTS = ("report_folder", "output_masks", "output_stage_transforms")
+INPUTS = ("fixed", "moving", "transform", "backward_transform", "fixed_landmarks", "moving_landmarks",
+          "fixed_targets", "moving_targets", "fixed_segmentation", "moving_segmentation", "elastix_executable",
+          "crop_roi", "fixed_mask", "moving_mask", "initial_transform")
+
+
+def renamed(new: str, flag_value=None) -> type[argparse.Action]:
+    """The action of an old option name: a warning naming `new`, then the value stored as `new` stores it
+    (`flag_value` for an old flag that takes no value)."""
+
+    class Renamed(argparse.Action):
+        def __init__(self, option_strings, dest, **keywords):
+            if flag_value is not None:
+                keywords["nargs"] = 0
+            super().__init__(option_strings, dest, **keywords)
+
+        def __call__(self, parser, namespace, values, option_string=None):
+            print(f"{parser.prog}: warning: {option_string} is deprecated, use {new}", file=sys.stderr)
+            setattr(namespace, self.dest, flag_value if flag_value is not None else values)
+
+    return Renamed
+
+
+def add_renamed(parser: argparse.ArgumentParser, old: str, new: str, flag_value=None, **keywords) -> None:
+    """Accept the old option name `old` for `new`, hidden from --help."""
+    dest = new.lstrip("-").replace("-", "_")
+    parser.add_argument(old, dest=dest, action=renamed(new, flag_value), help=argparse.SUPPRESS, **keywords)
 
 
 def add_pair(parser: argparse.ArgumentParser, required: bool) -> None:
@@ -25,13 +67,16 @@ def add_ground_truth(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fixed-targets", type=Path, help="independent target points in FIXED (.mrk.json, .fcsv), "
                         "for the target registration error")
     parser.add_argument("--moving-targets", type=Path, help="the same targets in MOVING")
-    parser.add_argument("--fixed-seg", type=Path, help="segmentation of FIXED (.seg.nrrd, labelmap, or RTSTRUCT "
-                        "paired by ROI name), for Dice and surface distances")
-    parser.add_argument("--moving-seg", type=Path, help="segmentation of MOVING")
+    parser.add_argument("--fixed-segmentation", type=Path, help="segmentation of FIXED (.seg.nrrd, labelmap, or "
+                        "RTSTRUCT paired by ROI name), for Dice and surface distances")
+    parser.add_argument("--moving-segmentation", type=Path, help="segmentation of MOVING")
+    for role in ("fixed", "moving"):
+        add_renamed(parser, f"--{role}-seg", f"--{role}-segmentation", type=Path)
 
 
 def add_outputs(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--report", type=Path, help="folder for the HTML quality report and its pictures")
+    parser.add_argument("--report-folder", type=Path, help="folder for the HTML quality report and its pictures")
+    add_renamed(parser, "--report", "--report-folder", type=Path)
     parser.add_argument("--json", action="store_true", help="print one JSON object with the result to stdout")
 
 
@@ -39,12 +84,61 @@ def add_elastix(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="threads for elastix and ITK (default: all)")
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="elastix executable, the itk-elastix wheel, or auto: an executable when one is found")
-    parser.add_argument("--elastix", type=Path, help="elastix executable or its folder (default: $CTMR_ELASTIX, "
-                        "PATH, else the itk-elastix wheel)")
+    parser.add_argument("--elastix-executable", type=Path, help="elastix executable or its folder (default: "
+                        "$CTMR_ELASTIX, PATH, else the itk-elastix wheel)")
+    add_renamed(parser, "--elastix", "--elastix-executable", type=Path)
+
+
+def add_clinical(parser: argparse.ArgumentParser) -> None:
+    """DICOM series choice, DICOM registration objects, user masks."""
+    parser.add_argument("--fixed-series", help="Series Instance UID to use when the fixed folder holds several")
+    parser.add_argument("--moving-series", help="Series Instance UID to use when the moving folder holds several")
+    parser.add_argument("--output-dicom-reg", type=Path, help="DICOM Spatial Registration of the result (Deformable "
+                        "Spatial Registration for a deformable one); needs DICOM inputs; maps moving patient "
+                        "coordinates to fixed ones")
+    parser.add_argument("--initial-transform", type=Path, help="start pose: a DICOM REG (.dcm) or a linear ITK "
+                        "transform file (fixed->moving); replaces the automatic search")
+    parser.add_argument("--fixed-mask", type=Path, help="region of FIXED where the metric counts (labelmap, "
+                        ".seg.nrrd or RTSTRUCT)")
+    parser.add_argument("--moving-mask", type=Path, help="region of MOVING where the metric counts")
+    parser.add_argument("--mask-mode", choices=MASK_MODES, default="intersect",
+                        help="user masks intersect the automatic foreground masks (default) or replace them")
+
+
+def check_clinical(args: argparse.Namespace) -> None:
+    """InputError for clinical options that cannot work together with the inputs."""
+    if args.output_dicom_reg and not (is_dicom_input(args.fixed) and is_dicom_input(args.moving)):
+        raise InputError("--output-dicom-reg needs DICOM series as --fixed and --moving")
+    if args.initial_transform and (args.fixed_landmarks or args.moving_landmarks):
+        raise InputError("give either --initial-transform or landmarks as the start pose, not both")
 
 
 def elastix_backend(args: argparse.Namespace) -> ElastixBackend:
     """The backend the options ask for, after checking --threads."""
     if args.threads is not None and args.threads < 1:
         raise InputError("--threads must be at least 1")
-    return choose_backend(args.backend, args.elastix)
+    return choose_backend(args.backend, args.elastix_executable)
+
+
+def option_name(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """InputError naming the option when an output of `args` cannot be written: each a supported file type in a
+    writable folder on a device with free space, none a folder, a device or an input, no two the same."""
+    inputs = [Path(getattr(args, name)) for name in INPUTS if getattr(args, name, None) is not None]
+    inputs += [Path(path) for path in getattr(args, "preset", [])]
+    seen: dict[Path, str] = {}
+    for name, suffixes in FILE_OUTPUTS.items():
+        path = getattr(args, name, None)
+        if path is None:
+            continue
+        check_output_file(path, option_name(name), suffixes, inputs)
+        key = Path(path).resolve()
+        if key in seen:
+            raise InputError(f"{option_name(name)} and {seen[key]} name the same file {path}")
+        seen[key] = option_name(name)
+    for name in FOLDER_OUTPUTS:
+        if getattr(args, name, None) is not None:
+            check_output_folder(getattr(args, name), option_name(name), inputs)

@@ -2,21 +2,29 @@
 
 The widget in CTMRRegistration.py only wires Qt to these (buttons, progress bar, message boxes, slice views);
 the headless tests drive the same functions with the same arguments on a slicer-core scene. `PanelSettings`
-holds the fields of the module's parameter node (the parameter node declares the same names and defaults; a
-test checks it), and stands in for it headless.
+declares the fields of the module's parameter node once, and stands in for it headless.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 import vtk
+from slicer import (
+    vtkMRMLMarkupsFiducialNode,
+    vtkMRMLMarkupsROINode,
+    vtkMRMLScalarVolumeNode,
+    vtkMRMLSegmentationNode,
+    vtkMRMLTableNode,
+    vtkMRMLTransformNode,
+)
 
 from ..core.errors import InputError
 from ..core.imaging import resample_on_grid
+from ..elastix.backends import BACKENDS
 from ..mrml.crop_roi import cropped_volume
 from ..mrml.dicom_nodes import export_dicom_registration
 from ..mrml.logic import RegistrationLogic
@@ -24,42 +32,49 @@ from ..mrml.nodes import add_volume_from_sitk, ijk_to_world_lps, sitk_from_volum
 from ..mrml.scene_registration import SceneRegistrationResult
 from ..qa.pictures import checkerboard
 from ..qa.report import REPORT_NAME
-from ..registration.pipeline import BIAS_CORRECTIONS, CancelledCallback, ProgressCallback, preset_stage
+from ..registration.pipeline import BIAS_CORRECTIONS, INITIALIZATIONS, CancelledCallback, ProgressCallback
+from ..registration.user_masks import MASK_MODES
+
+
+def _choice(default: str, choices: tuple[str, ...]):
+    return field(default=default, metadata={"choices": choices})
 
 
 @dataclass
 class PanelSettings:
-    """What the panel shows; headless stand-in for the module's parameter node (same names and defaults)."""
+    """What the panel shows: the one declaration of the module's parameter node (CTMRRegistration.py wraps
+    these fields with Slicer's parameterNodeWrapper), and its stand-in headless. Names are the camelCase form
+    of RegistrationLogic.register's keywords; the stage check boxes make its `stages`."""
 
-    fixedVolume: object = None
-    movingVolume: object = None
-    fixedLandmarks: object = None
-    movingLandmarks: object = None
-    fixedTargets: object = None
-    movingTargets: object = None
-    fixedSegmentation: object = None
-    movingSegmentation: object = None
+    fixedVolume: vtkMRMLScalarVolumeNode | None = None
+    movingVolume: vtkMRMLScalarVolumeNode | None = None
+    fixedLandmarks: vtkMRMLMarkupsFiducialNode | None = None
+    movingLandmarks: vtkMRMLMarkupsFiducialNode | None = None
+    fixedTargets: vtkMRMLMarkupsFiducialNode | None = None
+    movingTargets: vtkMRMLMarkupsFiducialNode | None = None
+    fixedSegmentation: vtkMRMLSegmentationNode | None = None
+    movingSegmentation: vtkMRMLSegmentationNode | None = None
     rigidStage: bool = True
     affineStage: bool = False
     deformableStage: bool = False
-    automaticInitialization: bool = True
-    autoCrop: bool = True
-    cropRoi: object = None
-    biasCorrection: str = "auto"
-    presetFile: Path = Path()
-    hardenResult: bool = False
+    initialization: str = _choice("search", INITIALIZATIONS)
+    crop: bool = True
+    cropRoi: vtkMRMLMarkupsROINode | None = None
+    biasCorrection: str = _choice("auto", BIAS_CORRECTIONS)
+    preset: Path = Path()
+    harden: bool = False
     useMasks: bool = True
     acceptMirror: bool = False
-    backend: str = "auto"
-    fixedMask: object = None
-    movingMask: object = None
-    maskMode: str = "intersect"
-    outputTransform: object = None
-    outputVolume: object = None
-    metricsTable: object = None
-    registeredRegion: object = None
+    backend: str = _choice("auto", BACKENDS)
+    fixedMask: vtkMRMLSegmentationNode | None = None
+    movingMask: vtkMRMLSegmentationNode | None = None
+    maskMode: str = _choice("intersect", MASK_MODES)
+    outputTransform: vtkMRMLTransformNode | None = None
+    outputVolume: vtkMRMLScalarVolumeNode | None = None
+    metricsTable: vtkMRMLTableNode | None = None
+    registeredRegion: vtkMRMLMarkupsROINode | None = None
     reportFolder: Path = Path()
-    dicomRegFile: Path = Path()
+    outputDicomReg: Path = Path()
     verdict: str = ""
 
 
@@ -85,35 +100,33 @@ def registration_arguments(settings) -> dict:
     and cancel): the one place where parameter-node fields reach the library."""
     stages = (("rigid", settings.rigidStage), ("affine", settings.affineStage),
               ("deformable", settings.deformableStage))
-    arguments = {
+    preset = optional_path(settings.preset)
+    return {
         "stages": tuple(stage for stage, selected in stages if selected),
-        "initialization": "search" if settings.automaticInitialization else "center",
-        "use_masks": settings.useMasks,
-        "crop": settings.autoCrop,
+        "initialization": settings.initialization,
+        "crop": settings.crop,
         "crop_roi": settings.cropRoi,
-        "output_crop_roi": settings.registeredRegion,
-        "add_crop_roi": True,
-        "accept_mirror": settings.acceptMirror,
-        "bias_correction": BIAS_CORRECTIONS[settings.biasCorrection],
+        "use_masks": settings.useMasks,
+        "fixed_mask": settings.fixedMask,
+        "moving_mask": settings.movingMask,
+        "mask_mode": settings.maskMode,
+        "bias_correction": settings.biasCorrection,
+        "presets": [preset] if preset is not None else [],
         "backend": settings.backend,
-        "harden": settings.hardenResult,
-        "output_transform_node": settings.outputTransform,
-        "output_volume_node": settings.outputVolume,
+        "accept_mirror": settings.acceptMirror,
         "fixed_landmarks": settings.fixedLandmarks,
         "moving_landmarks": settings.movingLandmarks,
         "fixed_targets": settings.fixedTargets,
         "moving_targets": settings.movingTargets,
         "fixed_segmentation": settings.fixedSegmentation,
         "moving_segmentation": settings.movingSegmentation,
-        "report_directory": optional_path(settings.reportFolder),
-        "fixed_mask": settings.fixedMask,
-        "moving_mask": settings.movingMask,
-        "mask_mode": settings.maskMode,
+        "report_folder": optional_path(settings.reportFolder),
+        "output_transform": settings.outputTransform,
+        "output_volume": settings.outputVolume,
+        "registered_region": settings.registeredRegion,
+        "add_registered_region": True,
+        "harden": settings.harden,
     }
-    preset = optional_path(settings.presetFile)
-    if preset is not None:
-        arguments["presets"] = {preset_stage(preset): preset}
-    return arguments
 
 
 def _format_value(value) -> str:
@@ -217,12 +230,12 @@ class Panel:
         geometry = ijk_to_world_lps(moving)
         result = self.logic.register(fixed, moving, progress=progress, cancelled=cancelled,
                                      **registration_arguments(settings))
-        self.last_run = PanelRun(fixed, moving, result, geometry, settings.hardenResult)
+        self.last_run = PanelRun(fixed, moving, result, geometry, settings.harden)
         verdict, rows = result_summary(result)
         if result.transform_node is not None:
             settings.outputTransform = result.transform_node
-        if result.crop_roi_node is not None:
-            settings.registeredRegion = result.crop_roi_node
+        if result.registered_region_node is not None:
+            settings.registeredRegion = result.registered_region_node
         if not settings.metricsTable:
             settings.metricsTable = self.logic.context.scene.AddNewNodeByClass("vtkMRMLTableNode",
                                                                                "CT-MR registration metrics")
@@ -264,7 +277,7 @@ class Panel:
     def export_dicom_registration(self, settings) -> Path:
         """The last result as a DICOM (Deformable) Spatial Registration object in the DICOM REG file; both
         volumes must come from Slicer's DICOM module."""
-        path = optional_path(settings.dicomRegFile)
+        path = optional_path(settings.outputDicomReg)
         if path is None:
             raise InputError("Choose the DICOM REG file to write.")
         if not self.can_show_checkerboard(settings):

@@ -1,8 +1,8 @@
 """`ctmr-qa`: assess a given transform between two volumes, without registering them.
 
     ctmr-qa --fixed F --moving M --transform T [--backward-transform B]
-            [--fixed-targets P --moving-targets Q] [--fixed-seg S --moving-seg R]
-            [--report DIR] [--json] [--threads N] [--restarts K] [--backward-refinement]
+            [--fixed-targets P --moving-targets Q] [--fixed-segmentation S --moving-segmentation R]
+            [--report-folder DIR] [--json] [--threads N] [--restarts K] [--backward-refinement]
 
 T maps FIXED physical points to MOVING ones (LPS), like `ctmr-register --output-transform`. Inverse
 consistency is measured against --backward-transform (moving->fixed, e.g. `ctmr-register` run with FIXED
@@ -34,7 +34,6 @@ from ..mrml.scene import create_headless_context
 from ..qa.assess import QAOptions, QAResult, assess
 from ..qa.report import REPORT_NAME, write_qa_report
 from . import arguments
-from .output_checks import check_outputs
 from .signals import Interrupted, signals_interrupt
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_CHECK, EXIT_OUTPUT = 0, 1, 2, 3, 4
@@ -73,7 +72,7 @@ def read_transform(path: Path) -> sitk.Transform:
 def assess_files(args) -> tuple[QAResult, dict, list[str]]:
     """Load the inputs, assess, write the report when asked; the result, the files written and a warning when
     the report could not be written."""
-    check_outputs(args)
+    arguments.check_outputs(args)
     backend = arguments.elastix_backend(args)
     context = create_headless_context()
     fixed_node, _ = load_input_volume(context, args.fixed, role="fixed")
@@ -81,7 +80,8 @@ def assess_files(args) -> tuple[QAResult, dict, list[str]]:
     fixed, moving = (tag_modality(sitk_from_volume(node), node) for node in (fixed_node, moving_node))
     transform = read_transform(args.transform)
     backward = read_transform(args.backward_transform) if args.backward_transform else None
-    nodes = load_qa_files(context, args.fixed_targets, args.moving_targets, args.fixed_seg, args.moving_seg,
+    nodes = load_qa_files(context, args.fixed_targets, args.moving_targets, args.fixed_segmentation,
+                          args.moving_segmentation,
                           volumes=(fixed_node, moving_node))
     ground_truth = target_points(nodes.get("fixed_targets"), nodes.get("moving_targets"))
     ground_truth |= segmentation_pair(context, nodes.get("fixed_segmentation"), nodes.get("moving_segmentation"))
@@ -90,15 +90,15 @@ def assess_files(args) -> tuple[QAResult, dict, list[str]]:
                         backend=backend)
     result = assess(fixed, moving, transform, backward, options=options, **ground_truth)
     outputs, warnings = {}, []
-    if args.report:
-        inputs = {name: str(getattr(args, name)) for name in ("fixed", "moving", "transform", "backward_transform",
-                                                              "fixed_targets", "moving_targets", "fixed_seg",
-                                                              "moving_seg") if getattr(args, name) is not None}
+    if args.report_folder:
+        names = ("fixed", "moving", "transform", "backward_transform", "fixed_targets", "moving_targets",
+                 "fixed_segmentation", "moving_segmentation")
+        inputs = {name: str(getattr(args, name)) for name in names if getattr(args, name) is not None}
         parameters = vars(options) | {"backend": backend.name}
         try:
-            write_folder_atomically(args.report, lambda folder: write_qa_report(
+            write_folder_atomically(args.report_folder, lambda folder: write_qa_report(
                 folder, fixed, moving, transform, result, inputs=inputs, parameters=parameters))
-            outputs["report"] = str(args.report / REPORT_NAME)
+            outputs["report"] = str(args.report_folder / REPORT_NAME)
         except OutputError as error:
             warnings.append(f"report not written: {error}")
     return result, outputs, warnings

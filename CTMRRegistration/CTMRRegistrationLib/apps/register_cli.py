@@ -3,8 +3,8 @@
     ctmr-register --fixed FIXED --moving MOVING --output-transform OUT.(h5|tfm) [--output-volume OUT.nrrd]
                   [--stages rigid|rigid,affine|rigid,affine,deformable] [--backend auto|elastix|itk-elastix]
                   [--preset FILE ...] [--fixed-landmarks P --moving-landmarks Q]
-                  [--fixed-targets P --moving-targets Q] [--fixed-seg S --moving-seg R]
-                  [--report DIR] [--no-qa] [--json] [--threads N]
+                  [--fixed-targets P --moving-targets Q] [--fixed-segmentation S --moving-segmentation R]
+                  [--report-folder DIR] [--no-qa] [--json] [--threads N]
                   [--fixed-series UID --moving-series UID] [--output-dicom-reg REG.dcm] [--initial-transform F]
                   [--fixed-mask M] [--moving-mask N] [--mask-mode intersect|replace]
     ctmr-register --demo [--output-dir DIR]
@@ -51,9 +51,8 @@ from ..mrml.scene import create_headless_context
 from ..mrml.scene_registration import SceneRegistrationResult
 from ..qa.overlay import write_overlay_png
 from ..qa.report import REPORT_NAME
-from ..registration.pipeline import BIAS_CORRECTIONS, INITIALIZATIONS, preset_stage
-from . import arguments, clinical_arguments
-from .output_checks import check_outputs
+from ..registration.pipeline import BIAS_CORRECTIONS, INITIALIZATIONS
+from . import arguments
 from .signals import Interrupted, signals_interrupt
 
 EXIT_FAILED, EXIT_INPUT, EXIT_MIRRORED, EXIT_OUTPUT = 1, 2, 3, 4
@@ -73,13 +72,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--grid-transform", action="store_true",
                         help="store a deformable result as a displacement field instead of a B-spline")
     parser.add_argument("--overlay", type=Path, help="PNG overlay before/after (magenta fixed, green moving)")
-    parser.add_argument("--init", choices=INITIALIZATIONS, default="search",
+    parser.add_argument("--initialization", choices=INITIALIZATIONS, default="search",
                         help="start pose: global search (default), geometric centres, or the headers as they are")
-    parser.add_argument("--no-masks", action="store_true", help="do not restrict elastix to foreground masks")
+    arguments.add_renamed(parser, "--init", "--initialization", choices=INITIALIZATIONS)
+    parser.add_argument("--use-masks", action=argparse.BooleanOptionalAction, default=True,
+                        help="restrict elastix to the foreground masks (default: yes)")
+    arguments.add_renamed(parser, "--no-masks", "--no-use-masks", flag_value=False)
+    parser.add_argument("--crop", action=argparse.BooleanOptionalAction, default=True,
+                        help="register only the region both objects share at the start pose (default: yes)")
     parser.add_argument("--crop-roi", type=Path, help="markups ROI (.mrk.json) in FIXED's frame: register within it "
                         "instead of the automatic common region")
-    parser.add_argument("--output-crop-roi", type=Path, help="the region registered, as a markups ROI (.mrk.json) "
-                        "to edit and pass back with --crop-roi")
+    parser.add_argument("--registered-region", type=Path, help="the region registered, as a markups ROI "
+                        "(.mrk.json) to edit and pass back with --crop-roi")
+    arguments.add_renamed(parser, "--output-crop-roi", "--registered-region", type=Path)
     parser.add_argument("--accept-mirror", action="store_true",
                         help="register even when the moving image looks mirrored (the result then reflects)")
     parser.add_argument("--stages", default="rigid", help="elastix stages in order: rigid, rigid,affine or "
@@ -94,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preset", type=Path, action="append", default=[],
                         help="elastix parameter file replacing the bundled one of the stage its Transform names "
                         "(Euler/Similarity: rigid, Affine: affine, BSpline: deformable); repeat for several")
-    parser.add_argument("--bias-correction", choices=list(BIAS_CORRECTIONS), default="auto",
+    parser.add_argument("--bias-correction", choices=BIAS_CORRECTIONS, default="auto",
                         help="N4 bias-field correction of the image(s) registered: auto = MR images only")
     arguments.add_modalities(parser)
     parser.add_argument("--output-masks", type=Path,
@@ -105,8 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "else by position)")
     arguments.add_ground_truth(parser)
     arguments.add_outputs(parser)
-    clinical_arguments.add_clinical(parser)
-    parser.add_argument("--no-qa", action="store_true", help="skip the quality assessment (no verdict)")
+    arguments.add_clinical(parser)
+    parser.add_argument("--qa", action=argparse.BooleanOptionalAction, default=True,
+                        help="assess the result: verdict, reasons and metrics (default: yes)")
     parser.add_argument("--demo", action="store_true", help="register the bundled porcine CT/MR pair")
     parser.add_argument("--output-dir", type=Path, default=Path("ctmr-demo-output"), help="demo output folder")
     return parser
@@ -130,20 +136,9 @@ def _check_arguments(args, parser) -> None:
     missing = [name for name in ("fixed", "moving", "output_transform") if getattr(args, name) is None]
     if missing:
         parser.error("missing " + ", ".join("--" + m.replace("_", "-") for m in missing) + " (or use --demo)")
-    if args.report and args.no_qa:
-        raise InputError("--report needs the quality assessment: drop --no-qa")
-    clinical_arguments.check_clinical(args)
-
-
-def _presets(paths: list[Path]) -> dict[str, Path]:
-    """--preset files keyed by the stage their Transform names."""
-    presets: dict[str, Path] = {}
-    for path in paths:
-        stage = preset_stage(path)
-        if stage in presets:
-            raise InputError(f"two presets for the {stage} stage: {presets[stage].name} and {path.name}")
-        presets[stage] = path
-    return presets
+    if args.report_folder and not args.qa:
+        raise InputError("--report-folder needs the quality assessment: drop --no-qa")
+    arguments.check_clinical(args)
 
 
 def register_files(args) -> tuple[SceneRegistrationResult, dict, list[str]]:
@@ -156,8 +151,8 @@ def register_files(args) -> tuple[SceneRegistrationResult, dict, list[str]]:
     logic = RegistrationLogic(context)
     landmarks = {f"{role}_landmarks": mrml_io.load_markups(context, getattr(args, f"{role}_landmarks"))
                  for role in ("fixed", "moving") if getattr(args, f"{role}_landmarks") is not None}
-    ground_truth = load_qa_files(context, args.fixed_targets, args.moving_targets, args.fixed_seg, args.moving_seg,
-                                 volumes=(fixed_node, moving_node))
+    ground_truth = load_qa_files(context, args.fixed_targets, args.moving_targets, args.fixed_segmentation,
+                                 args.moving_segmentation, volumes=(fixed_node, moving_node))
     crop_roi = mrml_io.load_markups(context, args.crop_roi) if args.crop_roi else None
     extra = {f"{role}_mask": load_segmentation_file(context, path, node) for role, path, node in
              (("fixed", args.fixed_mask, fixed_node), ("moving", args.moving_mask, moving_node)) if path is not None}
@@ -167,16 +162,16 @@ def register_files(args) -> tuple[SceneRegistrationResult, dict, list[str]]:
     if args.output_volume:
         resampled_node = context.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", f"{moving_node.GetName()} on fixed")
     options = dict(
-        initialization=args.init, use_masks=not args.no_masks, accept_mirror=args.accept_mirror,
-        stages=tuple(s.strip() for s in args.stages.split(",") if s.strip()), presets=_presets(args.preset),
-        backend=backend, threads=args.threads, bias_correction=BIAS_CORRECTIONS[args.bias_correction],
+        initialization=args.initialization, use_masks=args.use_masks, crop=args.crop,
+        accept_mirror=args.accept_mirror, stages=args.stages, presets=args.preset,
+        backend=backend, threads=args.threads, bias_correction=args.bias_correction,
         fixed_modality=args.fixed_modality, moving_modality=args.moving_modality, mask_mode=args.mask_mode,
         force_stages=args.force_stages,
     )
     result = logic.register(
         fixed_node, moving_node, progress=_ProgressPrinter(), apply_to_moving=False,
-        add_mask_nodes=bool(args.output_masks), output_volume_node=resampled_node, grid_transform=args.grid_transform,
-        qa=not args.no_qa, crop_roi=crop_roi, add_crop_roi=bool(args.output_crop_roi),
+        add_mask_nodes=bool(args.output_masks), output_volume=resampled_node, grid_transform=args.grid_transform,
+        qa=args.qa, crop_roi=crop_roi, add_registered_region=bool(args.registered_region),
         **options, **landmarks, **ground_truth, **extra,
     )
     outputs: dict[str, str] = {}
@@ -214,20 +209,21 @@ def register_files(args) -> tuple[SceneRegistrationResult, dict, list[str]]:
     if args.output_elastix_transform:
         attempt("elastix_transform", lambda: write_elastix_transform(
             result.transform, image(fixed_node), args.output_elastix_transform)[-1])
-    if result.crop_roi_node is not None:
-        attempt("crop_roi", lambda: mrml_io.save_node(context, result.crop_roi_node, args.output_crop_roi))
+    if result.registered_region_node is not None:
+        attempt("registered_region", lambda: mrml_io.save_node(context, result.registered_region_node,
+                                                               args.registered_region))
     if resampled_node is not None:
         attempt("volume", lambda: mrml_io.save_node(context, resampled_node, args.output_volume))
     if args.overlay:
-        rows = {"before": result.initial_transform if args.init == "none" else sitk.Transform(),
+        rows = {"before": result.initial_transform if args.initialization == "none" else sitk.Transform(),
                 "after": result.transform}
         attempt("overlay", lambda: write_atomically(
             args.overlay, lambda path: write_overlay_png(path, image(fixed_node), image(moving_node), rows),
             lambda path: sitk.ReadImage(str(path))))
-    if args.report:
+    if args.report_folder:
         parameters = {name: value.name if name == "backend" else value for name, value in options.items()
                       if value is not None and value != {}}
-        attempt("report", lambda: write_folder_atomically(args.report, lambda folder: logic.write_report(
+        attempt("report", lambda: write_folder_atomically(args.report_folder, lambda folder: logic.write_report(
             folder, result, image(fixed_node), image(moving_node), fixed_node, moving_node, parameters)) / REPORT_NAME)
     return result, outputs, warnings
 
@@ -237,7 +233,7 @@ def _demo_arguments(args) -> None:
     args.output_transform = args.output_dir / "transform_fixedCT_to_movingMR.h5"
     args.output_volume = args.output_dir / "mr_resampled_on_ct.nrrd"
     args.overlay = args.output_dir / "overlay.png"
-    args.report = args.output_dir / "report"
+    args.report_folder = args.output_dir / "report"
 
 
 def reference_agreement_mm(result: SceneRegistrationResult) -> dict:
@@ -269,7 +265,7 @@ def _run(args, parser) -> int:
         _check_arguments(args, parser)
         if args.demo:
             _demo_arguments(args)
-        check_outputs(args)
+        arguments.check_outputs(args)
         result, outputs, warnings = register_files(args)
     except CTMRError as error:
         message = (str(error).splitlines() or [type(error).__name__])[0]

@@ -1,5 +1,5 @@
 """Map points by any of the library's fixed->moving transforms: a 4x4 matrix, a SimpleITK transform or a
-landmark transform."""
+landmark transform; distances between points, and their 95th percentile (the library's usual error figure)."""
 
 from __future__ import annotations
 
@@ -22,3 +22,13 @@ def map_points(transform, points) -> np.ndarray:
 def distances(transform, fixed_points, moving_points) -> np.ndarray:
     """|transform(f_i) - m_i| per pair of points, in mm of the moving space."""
     return np.linalg.norm(map_points(transform, fixed_points) - np.asarray(moving_points, dtype=float), axis=1)
+
+
+def p95(values) -> float:
+    """95th percentile of `values` (distances in mm, seconds, ...), as a float."""
+    return float(np.percentile(np.asarray(values, dtype=float), 95))
+
+
+def p95_distance(a, b, points) -> float:
+    """95th percentile of |a(p) - b(p)| over `points` (mm), for two transforms of any kind map_points takes."""
+    return p95(np.linalg.norm(map_points(a, points) - map_points(b, points), axis=1))

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Protocol
 
 from ..core.errors import Cancelled, InputError
+from ..core.resources import running_in_slicer
 from .executable import EXE_SUFFIX, ElastixExecutable, executable_at, run_elastix_executable
 from .job import ElastixJob
 from .parameters import ParameterMap
-from .slicer_elastix import slicer_elastix_executable
 
 BACKENDS = ("auto", "elastix", "itk-elastix")
 ELASTIX_ENVIRONMENT_VARIABLE = "CTMR_ELASTIX"
@@ -80,6 +80,23 @@ class WheelBackend:
         if progress is not None:
             progress(1.0)
         return maps
+
+
+def slicer_elastix_executable() -> ElastixExecutable | None:
+    """The elastix that the SlicerElastix extension ships, with the environment its logic prepares; None
+    outside Slicer or without the extension."""
+    if not running_in_slicer():
+        return None
+    try:
+        import Elastix
+    except ImportError:
+        return None
+    logic = Elastix.ElastixLogic()
+    try:
+        folder = logic.getElastixBinDir()
+    except ValueError:
+        return None
+    return ElastixExecutable(Path(folder) / logic.elastixFilename, logic.getElastixEnv(), origin="SlicerElastix")
 
 
 def find_elastix_executable(path: str | os.PathLike | None = None) -> ElastixExecutable | None:

@@ -1,9 +1,17 @@
-"""Run an elastix executable (the Debian `elastix` package, SlicerElastix's, or a path the user gives)."""
+"""Run an elastix executable (the Debian `elastix` package, SlicerElastix's, or a path the user gives).
+
+The run reports its progress, read from the lines elastix prints (parameter file, resolution, iteration),
+and is stopped at a wall-clock limit from the work its parameter maps ask for. Elastix's cost grows with
+iterations x samples per resolution (times the points a B-spline sample touches) plus a pass over the
+voxels per resolution; the limit allows about ten times what the bundled stages take on one slow core, so
+it only stops runs that would otherwise not end.
+"""
 
 from __future__ import annotations
 
 import os
 import queue
+import re
 import subprocess
 import tempfile
 import threading
@@ -12,17 +20,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import SimpleITK as sitk
 
 from ..core.errors import Cancelled, InputError, NoOverlapError, RegistrationError
 from .job import ElastixJob
 from .parameters import ParameterMap, read_parameter_file, write_parameter_file
-from .progress import ElastixProgress
-from .time_limit import time_limit_seconds
 
 NO_OVERLAP_SIGNS = ("Too many samples map outside moving image buffer", "outside the moving image")
 CANCEL_POLL_SECONDS = 0.1
 EXE_SUFFIX = ".exe" if os.name == "nt" else ""
+# the time limit (see time_limit_seconds)
+BASE_SECONDS = 120.0
+SECONDS_PER_SAMPLE_ITERATION = 2e-5
+SECONDS_PER_VOXEL_PASS = 1e-5
+BSPLINE_FACTOR = 8.0
+DEFAULT_ITERATIONS, DEFAULT_SAMPLES = 500, 5000
+# the lines of elastix's output that tell its progress
+_PARAMETER_FILE = re.compile(r"^Running elastix with parameter file (\d+):")
+_RESOLUTION = re.compile(r"^Resolution: (\d+)")
+_ITERATION = re.compile(r"^(\d+)\t")
 
 
 @dataclass(frozen=True)
@@ -148,3 +165,62 @@ def _run(command, environment, tracker: ElastixProgress, progress, cancelled, ti
             raise
         process.wait()
     return "".join(seen[-200:]), process.returncode
+
+
+def _iterations_per_resolution(parameters: ParameterMap) -> list[int]:
+    resolutions = int(parameters.get("NumberOfResolutions", ["1"])[0])
+    counts = [int(v) for v in parameters.get("MaximumNumberOfIterations", ["500"])]
+    return [max(counts[min(level, len(counts) - 1)], 1) for level in range(resolutions)]
+
+
+class ElastixProgress:
+    """Turns elastix output lines into a monotone fraction in [0, 1].
+
+    Every parameter map gets an equal share, every resolution an equal share of its map, and iterations
+    fill the resolution up to its MaximumNumberOfIterations.
+    """
+
+    def __init__(self, parameter_maps: list[ParameterMap]):
+        self.iterations = [_iterations_per_resolution(p) for p in parameter_maps]
+        self.map = self.level = 0
+        self.fraction = 0.0
+
+    def update(self, line: str) -> float | None:
+        """The new fraction when `line` moves it forward, else None."""
+        started = _PARAMETER_FILE.match(line)
+        level = _RESOLUTION.match(line)
+        iteration = _ITERATION.match(line)
+        if started:
+            self.map, self.level = min(int(started.group(1)), len(self.iterations) - 1), 0
+        elif level:
+            self.level = min(int(level.group(1)), len(self.iterations[self.map]) - 1)
+        elif not iteration:
+            return None
+        levels = self.iterations[self.map]
+        done = min((int(iteration.group(1)) + 1) / levels[self.level], 1.0) if iteration else 0.0
+        fraction = (self.map + (self.level + done) / len(levels)) / len(self.iterations)
+        if fraction <= self.fraction:
+            return None
+        self.fraction = fraction
+        return fraction
+
+
+def _per_level(parameters: ParameterMap, key: str, default: int, levels: int) -> list[int]:
+    values = [int(float(v)) for v in parameters.get(key, [str(default)])] or [default]
+    return [values[min(level, len(values) - 1)] for level in range(levels)]
+
+
+def time_limit_seconds(job: ElastixJob) -> float:
+    """Seconds after which an elastix run of `job` is stopped."""
+    voxels = float(np.prod(job.fixed.GetSize())) + float(np.prod(job.moving.GetSize()))
+    seconds = BASE_SECONDS
+    for parameters in job.parameter_maps:
+        levels = int(parameters.get("NumberOfResolutions", ["1"])[0])
+        iterations = _per_level(parameters, "MaximumNumberOfIterations", DEFAULT_ITERATIONS, levels)
+        full = parameters.get("ImageSampler", [""])[0] in ("Full", "Grid")
+        samples = [voxels] * levels if full else _per_level(parameters, "NumberOfSpatialSamples", DEFAULT_SAMPLES,
+                                                            levels)
+        factor = BSPLINE_FACTOR if "BSpline" in parameters.get("Transform", [""])[0] else 1.0
+        seconds += SECONDS_PER_SAMPLE_ITERATION * factor * sum(i * s for i, s in zip(iterations, samples))
+        seconds += SECONDS_PER_VOXEL_PASS * voxels * levels
+    return seconds

@@ -30,6 +30,7 @@ from .nodes import (
     set_linear_transform_node_from_sitk,
     vtk_matrix_from_numpy,
 )
+from .scene_registration import renamed_keywords
 
 
 @dataclass
@@ -120,13 +121,17 @@ def set_transform_node_from_landmarks(transform_node, transform: LandmarkTransfo
 
 
 def register_landmarks(
-    context, fixed_markups, moving_markups, kind: str = "rigid", output_transform_node=None,
-    fixed_targets=None, moving_targets=None,
+    context, fixed_markups, moving_markups, kind: str = "rigid", output_transform=None,
+    fixed_targets=None, moving_targets=None, **deprecated,
 ) -> LandmarkRegistrationResult:
     """Register two markups point lists (and score optional target lists) into a transform node.
 
-    The node (created when not given: linear for rigid/similarity/affine, general for tps) maps the moving
-    side onto the fixed side once applied; `result.transform` is the fixed->moving LPS mapping."""
+    kind: "rigid", "similarity", "affine" or "tps" (thin-plate spline).
+    output_transform: the node to write into (created when not given: linear for rigid, similarity and
+        affine, general for tps); once applied it maps the moving side onto the fixed side.
+    fixed_targets, moving_targets: independent point lists whose error before and after is reported.
+    `result.transform` is the fixed->moving LPS mapping."""
+    output_transform_node = renamed_keywords(deprecated).get("output_transform", output_transform)
     scene = context.scene
     if kind == "tps" and output_transform_node is not None and output_transform_node.IsA("vtkMRMLLinearTransformNode"):
         raise InputError("a thin-plate spline cannot go into a linear transform node: give a general transform node")

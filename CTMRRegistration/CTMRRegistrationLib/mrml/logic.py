@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from ..core.errors import Cancelled, InputError
 from ..core.imaging import guess_modality, resample_on_grid
 from ..core.masks import foreground_mask
 from ..core.output_files import write_folder_atomically
-from ..elastix.backends import choose_backend
+from ..elastix.backends import ElastixBackend, choose_backend
 from ..qa.assess import QAOptions, QAResult, assess
 from ..qa.report import write_qa_report
 from ..qa.second_chance import retry_if_failed
@@ -27,7 +28,6 @@ from ..registration.pipeline import (
 from .crop_roi import roi_corners, roi_from_corners, set_roi_corners
 from .dicom_nodes import tag_modality
 from .landmark_registration import LandmarkRegistrationResult, register_points
-from .mask_nodes import with_mask_images
 from .nodes import (
     add_volume_from_sitk,
     labels_from_markups,
@@ -36,9 +36,9 @@ from .nodes import (
     sitk_from_volume,
     update_volume_from_sitk,
 )
-from .qa_inputs import check_pair, segmentation_pair, target_points
+from .qa_inputs import check_pair, mask_image, segmentation_pair, target_points
 from .scene import MRMLContext, default_context
-from .scene_registration import SceneOptions, SceneRegistrationResult, split_options
+from .scene_registration import SceneRegistrationResult, renamed_keywords
 from .transform_nodes import (
     as_grid,
     inverse_transform_node,
@@ -109,102 +109,172 @@ class RegistrationLogic:
         self,
         fixed_node,
         moving_node,
-        options: RegistrationOptions | None = None,
-        scene: SceneOptions | None = None,
         *,
+        stages: Sequence[str] | str = ("rigid",),
+        initialization: str = "search",
+        initial_matrix: np.ndarray | None = None,
+        crop: bool = True,
+        crop_roi=None,
+        use_masks: bool = True,
+        fixed_mask=None,
+        moving_mask=None,
+        mask_mode: str = "intersect",
+        bias_correction: str = "auto",
+        presets: Sequence[str | Path] = (),
+        backend: str | ElastixBackend = "auto",
+        elastix_executable: str | Path | None = None,
+        threads: int | None = None,
+        fixed_modality: str | None = None,
+        moving_modality: str | None = None,
+        accept_mirror: bool = False,
+        force_stages: bool = False,
+        fixed_landmarks=None,
+        moving_landmarks=None,
+        fixed_targets=None,
+        moving_targets=None,
+        fixed_segmentation=None,
+        moving_segmentation=None,
+        qa: bool | QAOptions = True,
+        report_folder: str | Path | None = None,
+        output_transform=None,
+        output_volume=None,
+        registered_region=None,
+        add_registered_region: bool = False,
+        apply_to_moving: bool = True,
+        harden: bool = False,
+        grid_transform: bool = False,
+        add_mask_nodes: bool = False,
         progress: ProgressCallback | None = None,
         cancelled: CancelledCallback | None = None,
-        **keywords,
+        **deprecated,
     ) -> SceneRegistrationResult:
-        """Register, assess and store the result in a transform node (result.transform_node).
+        """Register `moving_node` to `fixed_node` (scalar volume nodes; either may be the CT), assess the result
+        and store it in a transform node. Nothing in the scene changes when registration fails or is cancelled.
 
-        `options` (RegistrationOptions: stages, initialization, backend, threads, ...) say how to register,
-        `scene` (SceneOptions) which nodes feed the registration and where its results go; `keywords` are
-        fields of either (e.g. `stages=("rigid", "affine")`, `report_directory="qa"`) and override them.
+        Registration:
+            stages: elastix stages in order, from "rigid", "affine", "deformable" (or "rigid,affine").
+            initialization: the start pose: "search" (all orientations), "center" (centres aligned) or "none".
+            initial_matrix: a 4x4 fixed->moving LPS start pose; replaces the search.
+            crop: register only the region both objects share at the start pose.
+            crop_roi: a markups ROI node (fixed volume's frame): register within it instead.
+            use_masks: restrict elastix to the automatic foreground masks (no table, air or black borders).
+            fixed_mask, moving_mask: labelmap or segmentation nodes; combined with the automatic masks by
+                mask_mode: "intersect" (both) or "replace" (the user's mask alone).
+            bias_correction: MR bias-field correction (N4): "auto" (MR images only), "on" or "off".
+            presets: elastix parameter files; each replaces the bundled preset of the stage its Transform names.
+            backend: "auto" (an elastix executable when one is found, else the itk-elastix wheel), "elastix",
+                "itk-elastix", or an ElastixBackend.
+            elastix_executable: the elastix executable or its folder.
+            threads: threads for elastix and ITK (default: all).
+            fixed_modality, moving_modality: "CT" or "MR" instead of the DICOM tag or the intensities.
+            accept_mirror: register even when the moving volume looks mirrored (status "mirrored" otherwise).
+            force_stages: keep affine/deformable results that the stage guard finds worse than the stage before.
+        Start pose and quality check:
+            fixed_landmarks, moving_landmarks: markups point lists (paired by label, else by position; at least
+                3): their rigid fit replaces the automatic start pose.
+            fixed_targets, moving_targets: markups point lists: target registration error before and after.
+            fixed_segmentation, moving_segmentation: segmentation or labelmap nodes: Dice and surface distances.
+            qa: run the quality assessment (True, False, or QAOptions): result.verdict and result.qa.
+            report_folder: folder for the HTML report (needs qa).
+        Outputs:
+            output_transform: a transform node to write the result into (default: a new node); registering
+                again into it replaces its content.
+            output_volume: a scalar volume node that receives the moving volume resampled on the fixed grid.
+            registered_region: a markups ROI node that receives the region registered (result.
+                registered_region_node); add_registered_region makes a new one when none is given.
+            apply_to_moving: place the result on top of the moving volume's transforms, so it shows aligned.
+            harden: then harden it (linear: the volume's header changes, voxels are not resampled).
+            grid_transform: store a deformable result as a grid transform instead of a B-spline.
+            add_mask_nodes: the foreground masks used, as labelmap nodes (result.mask_nodes).
+            progress: progress(fraction, message) hears of every step.
+            cancelled: polled throughout, the quality assessment included; True raises Cancelled.
 
-        Linear results give a vtkMRMLLinearTransformNode, deformable ones a B-spline transform node (a grid
-        transform on the registration's 2 mm fixed grid with `grid_transform`); the node references the
-        fixed and moving volumes. With `apply_to_moving`, it is placed on top of the moving volume's
-        transform chain (a world-space result above the transforms the volume already has), so the moving
-        volume shows aligned; `harden` then hardens it (linear: the volume's header changes, voxels are not
-        resampled). `output_volume_node` receives the moving volume resampled on the fixed grid. With
-        `add_mask_nodes`, the foreground masks the registration used become labelmap nodes (result.mask_nodes).
-
-        Landmark lists (markups, paired by label or position, at least 3) replace the automatic start pose.
-        The quality assessment (`qa`: True, False or QAOptions) gives result.verdict and result.qa; target
-        lists and segmentations (segmentation or labelmap nodes) add TRE, Dice and surface distances before
-        and after. `report_directory` receives an HTML report. Positions are read in world coordinates, except
-        for `output_transform_node` itself, so registering again into the same node does not compound.
-        `progress(fraction, message)` hears of every step and `cancelled()` is polled throughout, the quality
-        assessment included. Nothing in the scene changes when registration fails or is cancelled. User masks
-        (fixed_mask, moving_mask) may be labelmap or segmentation nodes; a node's DICOM modality (see
-        mrml.dicom_nodes) is used unless fixed_modality/moving_modality say otherwise.
+        Positions are read in world coordinates, leaving out `output_transform` itself.
         """
-        options, scene = split_options(options, scene, keywords)
-        output_node = scene.output_transform_node
-        if (output_node is not None and output_node.IsA("vtkMRMLLinearTransformNode")
-                and "deformable" in options.stages):
-            raise InputError(f"'{output_node.GetName()}' is a linear transform node: it cannot hold "
+        if deprecated:
+            renamed = renamed_keywords(deprecated)
+            report_folder = renamed.get("report_folder", report_folder)
+            output_transform = renamed.get("output_transform", output_transform)
+            output_volume = renamed.get("output_volume", output_volume)
+            registered_region = renamed.get("registered_region", registered_region)
+            add_registered_region = renamed.get("add_registered_region", add_registered_region)
+        if report_folder is not None and not qa:
+            raise InputError("a report needs the quality assessment: leave qa on")
+        if isinstance(stages, str):
+            stages = tuple(stage.strip() for stage in stages.split(",") if stage.strip())
+        if (output_transform is not None and output_transform.IsA("vtkMRMLLinearTransformNode")
+                and "deformable" in stages):
+            raise InputError(f"'{output_transform.GetName()}' is a linear transform node: it cannot hold "
                              "a deformable result (choose a plain transform node or none)")
-        options = replace(options, backend=choose_backend(options.backend, options.elastix_executable))
-        fixed = tag_modality(sitk_from_volume(fixed_node, leave_out=output_node), fixed_node)
-        moving = tag_modality(sitk_from_volume(moving_node, leave_out=output_node), moving_node)
-        options = with_mask_images(self.context, options)
-        if scene.crop_roi is not None:
-            options = replace(options, crop=True, crop_region=roi_corners(scene.crop_roi))
-        landmarks = self._landmark_start(scene.fixed_landmarks, scene.moving_landmarks, output_node)
+        options = RegistrationOptions(
+            initialization=initialization, initial_matrix=initial_matrix, use_masks=use_masks, crop=crop,
+            crop_region=roi_corners(crop_roi) if crop_roi is not None else None, accept_mirror=accept_mirror,
+            stages=tuple(stages), presets=presets, backend=choose_backend(backend, elastix_executable),
+            elastix_executable=elastix_executable, threads=threads, fixed_modality=fixed_modality,
+            moving_modality=moving_modality, bias_correction=bias_correction,
+            fixed_mask=self._mask_image(fixed_mask), moving_mask=self._mask_image(moving_mask), mask_mode=mask_mode,
+            force_stages=force_stages,
+        )
+        fixed = tag_modality(sitk_from_volume(fixed_node, leave_out=output_transform), fixed_node)
+        moving = tag_modality(sitk_from_volume(moving_node, leave_out=output_transform), moving_node)
+        landmarks = self._landmark_start(fixed_landmarks, moving_landmarks, output_transform)
         if landmarks is not None:
             options = replace(options, initial_matrix=landmarks.transform.matrix)
-        ground_truth = target_points(scene.fixed_targets, scene.moving_targets, output_node)
-        ground_truth |= segmentation_pair(self.context, scene.fixed_segmentation, scene.moving_segmentation)
-        share = QA_PROGRESS if scene.qa else 1.0
+        ground_truth = target_points(fixed_targets, moving_targets, output_transform)
+        ground_truth |= segmentation_pair(self.context, fixed_segmentation, moving_segmentation)
+        share = QA_PROGRESS if qa else 1.0
         registration = register_images(fixed, moving, options, progress=scaled_progress(progress, 0.0, share),
                                        cancelled=cancelled)
-        result = SceneRegistrationResult(registration)
         if landmarks is not None:
             registration.metrics["initialization"] = {"method": "landmarks", **landmarks.as_dict()}
             registration.warnings += landmarks.warnings
-        if registration.status != "ok":
-            self._add_mask_nodes(result, fixed_node, moving_node, scene)
-            return result
-        if scene.qa:
-            qa_options = scene.qa if isinstance(scene.qa, QAOptions) else QAOptions(threads=options.threads)
+        assessment = None
+        if registration.status == "ok" and qa:
+            qa_options = qa if isinstance(qa, QAOptions) else QAOptions(threads=threads)
             qa_options = replace(qa_options, backend=options.backend)
-            result.qa = self._assess(registration, fixed, moving, ground_truth, qa_options, progress, cancelled)
-            result.registration, result.qa = retry_if_failed(
-                fixed, moving, registration, result.qa, options, cancelled=cancelled,
+            assessment = self._assess(registration, fixed, moving, ground_truth, qa_options, progress, cancelled)
+            registration, assessment = retry_if_failed(
+                fixed, moving, registration, assessment, options, cancelled=cancelled,
                 assess_result=lambda retry: self._assess(retry, fixed, moving, ground_truth, qa_options, None,
                                                          cancelled))
-        if scene.report_directory is not None:
-            write_folder_atomically(scene.report_directory, lambda folder: self.write_report(
+        result = SceneRegistrationResult.from_registration(registration, qa=assessment)
+        if registration.status != "ok":
+            self._add_mask_nodes(result, fixed_node, moving_node, add_mask_nodes)
+            return result
+        if report_folder is not None:
+            write_folder_atomically(report_folder, lambda folder: self.write_report(
                 folder, result, fixed, moving, fixed_node, moving_node, _report_parameters(options)))
         if cancelled is not None and cancelled():
             raise Cancelled("registration cancelled")
-        self._store(result, fixed, moving, fixed_node, moving_node, scene)
+        self._add_mask_nodes(result, fixed_node, moving_node, add_mask_nodes)
+        self._store_region(result, fixed_node, registered_region, add_registered_region)
+        if output_transform is not None:
+            _take_out_of_chain(moving_node, output_transform)
+        result.transform_node = self._store_transform(result, fixed_node, moving_node, output_transform,
+                                                      grid_transform)
+        if output_volume is not None:
+            update_volume_from_sitk(output_volume, resample_on_grid(moving, fixed, result.transform))
+        if apply_to_moving or harden:
+            _apply_on_top(moving_node, result.transform_node)
+        if harden:
+            self.context.transforms.hardenTransform(moving_node)
         return result
 
-    def _store(self, result: SceneRegistrationResult, fixed, moving, fixed_node, moving_node,
-               scene: SceneOptions) -> None:
-        """Put the result in the scene: the transform node, the masks, the resampled volume, the moving chain."""
-        self._add_mask_nodes(result, fixed_node, moving_node, scene)
-        if result.crop_region is not None and scene.output_crop_roi is not None:
-            set_roi_corners(scene.output_crop_roi, result.crop_region)
-            result.crop_roi_node = scene.output_crop_roi
-        elif result.crop_region is not None and scene.add_crop_roi:
-            result.crop_roi_node = roi_from_corners(self.context, result.crop_region, f"{fixed_node.GetName()} region")
-        if scene.output_transform_node is not None:
-            _take_out_of_chain(moving_node, scene.output_transform_node)
-        result.transform_node = self._store_transform(result, fixed_node, moving_node, scene.output_transform_node,
-                                                      scene.grid_transform)
-        if scene.output_volume_node is not None:
-            update_volume_from_sitk(scene.output_volume_node, resample_on_grid(moving, fixed, result.transform))
-        if scene.apply_to_moving or scene.harden:
-            _apply_on_top(moving_node, result.transform_node)
-        if scene.harden:
-            self.context.transforms.hardenTransform(moving_node)
+    def _mask_image(self, node) -> sitk.Image | None:
+        return None if node is None or isinstance(node, sitk.Image) else mask_image(self.context, node)
 
-    def _add_mask_nodes(self, result: SceneRegistrationResult, fixed_node, moving_node, scene: SceneOptions) -> None:
-        if scene.add_mask_nodes and result.fixed_mask is not None:
+    def _store_region(self, result: SceneRegistrationResult, fixed_node, registered_region, add: bool) -> None:
+        if result.crop_region is None:
+            return
+        if registered_region is not None:
+            set_roi_corners(registered_region, result.crop_region)
+            result.registered_region_node = registered_region
+        elif add:
+            result.registered_region_node = roi_from_corners(self.context, result.crop_region,
+                                                             f"{fixed_node.GetName()} region")
+
+    def _add_mask_nodes(self, result: SceneRegistrationResult, fixed_node, moving_node, add: bool) -> None:
+        if add and result.fixed_mask is not None:
             result.mask_nodes = {
                 "fixed": self._mask_node(result.fixed_mask, fixed_node),
                 "moving": self._mask_node(result.moving_mask, moving_node),

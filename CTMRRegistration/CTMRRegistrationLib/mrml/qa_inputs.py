@@ -90,3 +90,9 @@ def labelmap_from_node(context, node) -> tuple[sitk.Image, dict[int, str]]:
         return image, names
     image = sitk_from_volume(node)
     return image, {value: str(value) for value in label_values(image)}
+
+
+def mask_image(context: MRMLContext, node) -> sitk.Image:
+    """A UInt8 image (LPS, world), 1 where any label or segment of `node` is, else 0: a user mask."""
+    labels, _ = labelmap_from_node(context, node)
+    return sitk.Cast(labels != 0, sitk.sitkUInt8)

@@ -1,85 +1,67 @@
-"""What `RegistrationLogic.register` takes and returns: the scene's side of a registration.
-
-`RegistrationOptions` (the pipeline's) says how to register; `SceneOptions` says which nodes feed it and where
-its results go. `register` accepts the fields of both as keywords and splits them here, once."""
+"""What `RegistrationLogic.register` returns: the pipeline's result, its assessment and the nodes it made."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
+import warnings
+from dataclasses import dataclass, field, fields
 
-from ..core.errors import InputError
-from ..qa.assess import QAOptions, QAResult
-from ..registration.pipeline import RegistrationOptions, RegistrationResult
+from ..qa.assess import QAResult
+from ..registration.pipeline import RegistrationResult
 
-
-@dataclass
-class SceneOptions:
-    """The nodes a registration reads beside the two volumes, and what it leaves in the scene."""
-
-    output_transform_node: object = None  # written into instead of a new node (a second run replaces it)
-    apply_to_moving: bool = True  # put the result on top of the moving volume's transforms
-    harden: bool = False
-    output_volume_node: object = None  # receives the moving volume resampled on the fixed grid
-    grid_transform: bool = False  # a deformable result as a grid transform instead of a B-spline
-    add_mask_nodes: bool = False  # the foreground masks used, as labelmap nodes
-    fixed_landmarks: object = None  # markups: their rigid fit replaces the automatic start pose
-    moving_landmarks: object = None
-    fixed_targets: object = None  # markups: target registration error before/after
-    moving_targets: object = None
-    fixed_segmentation: object = None  # segmentation or labelmap nodes: Dice and surface distances
-    moving_segmentation: object = None
-    crop_roi: object = None  # a markups ROI node (fixed-volume world frame): the region to register
-    output_crop_roi: object = None  # an ROI node that receives the region registered (result.crop_roi_node)
-    add_crop_roi: bool = False  # without output_crop_roi, leave the region in a new ROI node
-    qa: bool | QAOptions = True
-    report_directory: str | Path | None = None
+DEPRECATED_KEYWORDS = {  # old register() keyword -> its name now
+    "report_directory": "report_folder",
+    "output_transform_node": "output_transform",
+    "output_volume_node": "output_volume",
+    "output_crop_roi": "registered_region",
+    "add_crop_roi": "add_registered_region",
+}
 
 
-def split_options(options: RegistrationOptions | None, scene: SceneOptions | None,
-                  keywords: dict) -> tuple[RegistrationOptions, SceneOptions]:
-    """The two option sets, `keywords` (fields of either) overriding the given ones; TypeError for a keyword
-    that is neither's."""
-    pipeline_names = {f.name for f in fields(RegistrationOptions)}
-    scene_names = {f.name for f in fields(SceneOptions)}
-    unknown = sorted(set(keywords) - pipeline_names - scene_names)
+def renamed_keywords(deprecated: dict) -> dict:
+    """`deprecated` keywords under their current names, with a DeprecationWarning; TypeError for unknown ones."""
+    unknown = sorted(set(deprecated) - set(DEPRECATED_KEYWORDS))
     if unknown:
-        raise TypeError(f"register() got unknown keyword(s) {', '.join(unknown)}")
-    options = replace(options or RegistrationOptions(),
-                      **{k: v for k, v in keywords.items() if k in pipeline_names})
-    if isinstance(options.stages, str):
-        options = replace(options, stages=tuple(options.stages.split(",")))
-    scene = replace(scene or SceneOptions(), **{k: v for k, v in keywords.items() if k in scene_names})
-    if scene.report_directory is not None and not scene.qa:
-        raise InputError("a report needs the quality assessment: leave qa on")
-    return options, scene
+        raise TypeError(f"register() got unexpected keyword(s) {', '.join(unknown)}")
+    for old in deprecated:
+        warnings.warn(f"register(): '{old}' is deprecated, use '{DEPRECATED_KEYWORDS[old]}'", DeprecationWarning,
+                      stacklevel=3)
+    return {DEPRECATED_KEYWORDS[old]: value for old, value in deprecated.items()}
 
 
 @dataclass
-class SceneRegistrationResult:
-    """A registration stored in the scene: the pipeline's result, its assessment and the nodes it made.
+class SceneRegistrationResult(RegistrationResult):
+    """A registration stored in the scene.
 
-    The pipeline's fields (transform, matrix, status, metrics, warnings, seconds, ...) read through."""
+    Beside the pipeline's fields (transform, matrix, status, metrics, warnings, seconds, stage_seconds, ...):
+    `qa` the quality assessment (None when it did not run), `transform_node` the node holding the result,
+    `mask_nodes` the foreground masks as labelmap nodes ({"fixed": ..., "moving": ...} with add_mask_nodes),
+    `registered_region_node` the ROI node of the region registered (with registered_region or
+    add_registered_region)."""
 
-    registration: RegistrationResult
     qa: QAResult | None = None
     transform_node: object = None
     mask_nodes: dict = field(default_factory=dict)
-    crop_roi_node: object = None
+    registered_region_node: object = None
 
-    def __getattr__(self, name: str):
-        if name == "registration":
-            raise AttributeError(name)
-        return getattr(self.registration, name)
+    @classmethod
+    def from_registration(cls, registration: RegistrationResult, **scene_fields) -> SceneRegistrationResult:
+        """The pipeline's `registration` with the scene's fields."""
+        return cls(**{f.name: getattr(registration, f.name) for f in fields(RegistrationResult)}, **scene_fields)
 
     @property
     def verdict(self) -> str | None:
         """'ok', 'check' or 'failed' from the quality assessment; None when it did not run."""
         return self.qa.verdict if self.qa is not None else None
 
+    @property
+    def crop_roi_node(self):
+        """Deprecated name of `registered_region_node`."""
+        warnings.warn("crop_roi_node is deprecated, use registered_region_node", DeprecationWarning, stacklevel=2)
+        return self.registered_region_node
+
     def as_dict(self) -> dict:
         """The JSON form printed by `ctmr-register --json`."""
-        report = self.registration.as_dict()
+        report = super().as_dict()
         report = {"status": report.pop("status"), "verdict": self.verdict, **report}
         if self.qa is not None:
             report["qa"] = self.qa.as_dict()

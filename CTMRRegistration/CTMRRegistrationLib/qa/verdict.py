@@ -6,33 +6,17 @@ evidence of failure. The verdict is `failed` when one cue is evidence of failure
 regions that agree) read the same evidence, so their doubts count as one. Cues that were not computed (None
 or absent) do not count. No cue needs ground truth: target points and segmentations are reported, never graded.
 
-Limits, set on the bundled porcine pair and checked on the capture benchmark's cases
-(bench/qa_benchmark.py). Cue values measured on the 2 mm pair (coverage, overlap, edge alignment, agreeing
-regions, peak contrast, restart drift and spread in mm):
-- reference transform:                1.00  0.955  1.97  0.90  0.137   1.3   0.1   ok
-- 20 mm / 15 degrees off:             0.99  0.826  1.37  0.48  0.015  12.1  23.4   failed
-- turned 180 degrees about x, y, z:   1.00  0.89-0.92  1.50-1.65  0.57-0.61  0.03-0.06  10-19  8-25  failed
-- shifted 5 mm (p95 error 5 mm):      1.00  0.924  1.86  0.83  0.069   4.8   0.1   ok
-- our pipeline's results (3.2-3.4 mm from the reference): overlap 0.95, alignment >= 2.0, regions >= 0.91,
-  contrast >= 0.13, drift 3.9-4.4 mm (the short refinement runs on the MR without bias correction and lands
-  about 4 mm from the pipeline's optimum), spread <= 1.5 mm.
-On the human thigh pairs (T1 MR, CT; sts-thigh) correct results read lower edge cues: STS_002 edge alignment
-1.47-1.67 and agreeing regions 0.55-0.81 (counted as one doubt: `check`), while 10 mm along the limb or 8 degrees
-off give 1.32-1.49 / 0.42-0.58 with restart drift 10-15 mm, and 180 degrees 1.21-1.35 (all `failed`).
-A wrong thigh pose 22 mm off that restarts return to (drift 2.8 mm) reads 1.57 / 0.56 too: its edges do not
-peak at it (contrast 0.065, correct thigh results 0.14-0.20, the phantom's 0.12-0.15), hence the contrast's
-`check` limit of 0.08 (it was 0.05: the phantom's failures read 0.02-0.06).
-With the restarts at 300 iterations (150 when the limits above were set) the phantom's reference reads drift
-1.2 mm / spread 0.1 mm and our pipeline's result 3.8 / 0.7 mm; right thigh results 0.7-1.8 mm drift.
-The cues separate gross failures (wrong orientation, local optima tens of mm away) with wide margins; errors
-of 5 to 8 mm sit inside the spread of correct results and are not reliably flagged.
+Limits are set on the bundled porcine pair and checked on the capture and QA benchmarks
+(bench/qa_benchmark.py); docs/validation.md holds the cue values measured there. The cues separate gross
+failures (wrong orientation, local optima tens of mm away) with wide margins; errors of 5 to 8 mm sit inside the
+spread of correct results and are not reliably flagged. Human T1 MR and CT share fewer edges than the phantom's
+T2 and CT, so correct thigh results read one edge doubt (`check`); the peak contrast catches a wrong pose whose
+edges do not peak at it even when the restarts return to it.
 
 Partial views: where either image shows less than PARTIAL_VIEW_COVERAGE of the other's object, the metric's
-optimum is flat along the cut, and restarts of a right result can wander: a phantom CT against an MR holding 40 %
-of its slices, 0.6 mm from the result reached from the truth, read edges 1.84 / 0.86 / contrast 0.17 but restart
-drift 11.2 and spread 12.7 mm, while the wrong candidates of the same case read edge alignment 1.53-1.60. There,
-when every edge cue is within its limits, the restart cues are one doubt together (`check`), not a failure.
-Gross failures never read all edge cues within limits (best: alignment 1.64, regions 0.63, contrast 0.06).
+optimum is flat along the cut and restarts of a right result can wander. There, when every edge cue is within
+its limits, the restart cues are one doubt together (`check`), not a failure: no gross failure measured has had
+all its edge cues within limits.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Checks of the images' geometry and intensities that name what looks wrong, before the pose search
-reads a problem of the inputs as a property of the moving image (e.g. a mirror flip)."""
+"""Checks of the images' geometry and intensities that name what looks wrong, so that the pose search
+does not read a problem of the inputs as a property of the moving image (e.g. a mirror flip)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Local pattern search of candidate poses on the coarse pose score, before the costlier refinement.
+"""Local pattern search of candidate poses on the coarse pose score, ahead of the costlier refinement.
 
 The sweep's rotations lie about 15 degrees apart, and the translation of a pose between two partial views
 of a limb is uncertain by tens of millimetres; a candidate that close to the truth can score below wrong

@@ -3,8 +3,8 @@
 Checks, working resolution, foreground masks, global initialisation (with the mirror check), MR
 bias-field correction, common-region crop, then the elastix stages rigid -> affine -> deformable (each
 optional) with masks, and an overlap check. The rigid stage runs on the 2 mm working grid; the affine and
-deformable stages, which follow local shape, run on a 1 mm grid of the same region (on the porcine pair, mean
-error at 16 air pockets: rigid 4.2 mm, affine 5.1 mm at 2 mm but 3.8 mm at 1 mm). Each stage starts from the
+deformable stages, which follow local shape, run on a 1 mm grid of the same region (small structures such as
+air pockets vanish at 2 mm and the outline dominates; docs/validation.md). Each stage starts from the
 previous stage's fixed->moving transform and is timed in `stage_seconds`; an affine or deformable result is
 kept only when the stage guard (stage_guard.py) finds it better than the previous one, or when
 `force_stages` is set.
@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -48,33 +49,18 @@ from .user_masks import check_user_masks, combine_masks
 ProgressCallback = Callable[[float, str], None]
 CancelledCallback = Callable[[], bool]
 INITIALIZATIONS = ("search", "center", "none")
-BIAS_CORRECTIONS = {"auto": None, "on": True, "off": False}  # choice -> RegistrationOptions.bias_correction
+BIAS_CORRECTIONS = ("auto", "on", "off")  # auto: MR images only
 STAGES = ("rigid", "affine", "deformable")
-# relative elastix run times, for progress (full-resolution phantom, 2 threads: 1.1, 11.5 and 26.5 s)
+# relative elastix run times of the stages, for the progress bar
 STAGE_COST = {"rigid": 1.0, "affine": 10.0, "deformable": 25.0}
 WORKING_SPACING_MM = 2.0
 FINE_SPACING_MM = 1.0  # affine and deformable stages: small structures (e.g. air pockets) vanish at 2 mm
 FINE_STAGES = ("affine", "deformable")
-# how far inside the moving image's field of view the affine and deformable stages sample the fixed image. On
-# the thigh pairs the affine's known-warp error in the MR's view was 6.5 / 5.5 mm sampled over the whole CT
-# object (rigid 3.6 / 1.8), 1.5 / 1.4 mm with 10 mm; the deformable stage's 10 mm cost the phantom's known warp
-# 1.3 -> 2.1 mm p95 near the MR's last slices
+# how far inside the moving image's view the fine stages sample: elastix drops samples leaving a partial view
 VIEW_MARGIN_MM = {"affine": 10.0, "deformable": 2.0}
-# how far from a CT's padding (outside its reconstruction circle) the stages sample. The porcine CT's circle
-# cuts the object and its holder (object voxels within 15 mm of it read -173 HU median, -50 to 55 deeper in),
-# and the jump to the padding's -2048 HU is no edge of the object. Mean error at the 84 air-pocket pairs (central
-# MR slab) through rigid, affine and deformable from one start, with margins of 0, 5, 10 and 20 mm on every
-# stage: deformable 2.46 (2.19), 2.37 (2.03), 2.26 (1.89), 2.33 (1.80); but p95 error on
-# the second known warp 1.39, 1.38, 1.65, 2.61 mm, and the linear stages lost (5 mm: affine 3.03 (2.30) ->
-# 3.11 (2.47)). 5 mm on the deformable stage alone, 7 runs (4 seeds from one start, 3 from another): 2.33 (1.98)
-# against 2.45 (2.16) without; warp 2 p95 1.23-1.60 against 1.23-1.46
+# how far from a CT's padding (outside its reconstruction circle) a stage samples: that jump is no edge of the object
 CT_PADDING_MARGIN_MM = {"deformable": 5.0}
-# the affine and deformable stages (FINE_STAGES) see each image clamped to this percentile and its
-# complement within the image's object. A CT's bone and an MR's few bright voxels stretch the range over which
-# Mattes spreads its 32 histogram bins: the porcine CT's object spans -968 to 2752 HU, its fat and muscle (-100
-# to 90) two bins. A deformable stage alone from one affine result, mean error at the 84 air-pocket pairs over
-# three elastix seeds: 2.27 mm without, 2.16 with 2 %, 2.18 with 1 %, 2.58 with 5 %; the affine stage alone
-# 3.05 / 3.00 -> 2.91 / 2.94 (two seeds); the rigid stage moved within its seeds' spread, so it keeps its images.
+# FINE_STAGES see each image clamped to this percentile and its complement, so bone does not take the tissues' bins
 INTENSITY_PERCENT = 2.0
 MIN_OVERLAP_FRACTION = 0.2
 NO_OVERLAP_TRIES = 3  # next candidates of the pose search tried when its winner ends without overlap
@@ -91,13 +77,13 @@ class RegistrationOptions:
     crop_region: np.ndarray | None = None  # (N, 3) fixed-space LPS points (an ROI's corners) to crop to instead
     accept_mirror: bool = False
     stages: tuple[str, ...] = ("rigid",)  # in order, from rigid, affine, deformable
-    presets: dict[str, Path] = field(default_factory=dict)  # stage -> elastix parameter file (default: bundled)
+    presets: Sequence[str | Path] = ()  # elastix parameter files; each replaces the bundled preset of its stage
     backend: str | ElastixBackend = "auto"  # auto, elastix (an executable), itk-elastix (the wheel), or a backend
     elastix_executable: Path | None = None
     threads: int | None = None
     fixed_modality: str | None = None
     moving_modality: str | None = None
-    bias_correction: bool | None = None  # None: on for MR images
+    bias_correction: str = "auto"  # N4 bias-field correction: auto (MR images only), on or off
     fixed_mask: sitk.Image | None = None  # user masks (non-zero inside), combined with the automatic ones by mask_mode
     moving_mask: sitk.Image | None = None
     mask_mode: str = "intersect"  # intersect: automatic AND user mask; replace: the user mask alone
@@ -221,17 +207,33 @@ def preset_stage(path) -> str:
     return PRESET_STAGES[kind]
 
 
+def presets_by_stage(presets: Sequence[str | Path]) -> dict[str, Path]:
+    """Preset files keyed by the stage each one's Transform names; InputError for two of one stage."""
+    if isinstance(presets, Mapping):
+        warnings.warn("presets as a {stage: file} dict is deprecated: give the files; each file's Transform names "
+                      "its stage", DeprecationWarning, stacklevel=3)
+        presets = list(presets.values())
+    by_stage: dict[str, Path] = {}
+    for path in map(Path, presets):
+        stage = preset_stage(path)
+        if stage in by_stage:
+            raise InputError(f"two presets for the {stage} stage: {by_stage[stage].name} and {path.name}")
+        by_stage[stage] = path
+    return by_stage
+
+
 def _stage_parameters(options: RegistrationOptions, wheel: bool = False) -> dict[str, ParameterMap]:
     """The parameter map of every requested stage, read and checked (for the itk-elastix wheel when `wheel`)
     before any slow work so a bad file fails fast."""
     stages = list(options.stages)
     if not stages or any(s not in STAGES for s in stages) or stages != sorted(set(stages), key=STAGES.index):
         raise InputError(f"stages must be one or more of {', '.join(STAGES)}, in that order (e.g. rigid,affine)")
-    unused = sorted(set(options.presets) - set(stages))
+    presets = presets_by_stage(options.presets)
+    unused = sorted(set(presets) - set(stages))
     if unused:
         raise InputError(f"a preset is given for the {', '.join(unused)} stage, which is not among the stages run "
                          f"({', '.join(stages)})")
-    paths = {s: Path(options.presets.get(s) or parameter_file(s.capitalize())) for s in stages}
+    paths = {s: Path(presets.get(s) or parameter_file(s.capitalize())) for s in stages}
     return {s: check_parameter_map(read_parameter_file(path), path.name, wheel) for s, path in paths.items()}
 
 
@@ -292,6 +294,8 @@ def _register(fixed: sitk.Image, moving: sitk.Image, options: RegistrationOption
     """register_images from one start: the given one, or the pose search's winner."""
     if options.initialization not in INITIALIZATIONS:
         raise InputError(f"unknown initialisation '{options.initialization}' (use {', '.join(INITIALIZATIONS)})")
+    if options.bias_correction not in BIAS_CORRECTIONS:
+        raise InputError(f"unknown bias correction '{options.bias_correction}' (use {', '.join(BIAS_CORRECTIONS)})")
     if options.initial_matrix is not None:
         start = np.asarray(options.initial_matrix, dtype=float)
         if start.shape != (4, 4) or not np.all(np.isfinite(start)) or abs(np.linalg.det(start[:3, :3])) < 1e-6:
@@ -491,7 +495,7 @@ def _clear_of_ct_padding(region: sitk.Image | None, inputs: _ElastixInputs, init
 
 
 def _use_bias_correction(options: RegistrationOptions, modality: str) -> bool:
-    return modality == "MR" if options.bias_correction is None else options.bias_correction
+    return modality == "MR" if options.bias_correction == "auto" else options.bias_correction == "on"
 
 
 def _fine_inputs(coarse: _ElastixInputs, fixed: sitk.Image, moving: sitk.Image, modalities,

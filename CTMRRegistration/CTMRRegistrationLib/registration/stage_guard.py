@@ -27,15 +27,9 @@ NGF_NOISE_FRACTION = 2.0  # NGF epsilon: twice the median gradient magnitude in 
 # clear edges count fully and a displaced edge scores low (orientation alone barely changes with a shift)
 MIN_GAIN = 0.0  # a stage must raise the edge alignment by more than this fraction to be kept
 JACOBIAN_RANGE = (0.5, 2.0)  # plausible local volume change of a deformable result inside the fixed object
-MAX_AFFINE_SCALING = 0.1  # anatomy rarely changes size by 10 % between scans (the phantom: 2-4 %); on a cut
-# thigh view the affine stage shrank one axis by 18 % while its tumour moved off (Dice 0.89 -> 0.80)
+MAX_AFFINE_SCALING = 0.1  # anatomy rarely changes size by 10 % between scans
 VIEW_MARGIN = 2  # voxels: points mapped this close to the moving image's border are not compared
-MIN_SHARED_FRACTION = 0.7  # an affine or deformable stage runs only when each image shows this much of the
-# other's object: where one view cuts the object, scaling and deformation along the cut are unconstrained. On
-# the thigh pairs (MR inside CT, 37 % and 59 % shared) the forced stages moved the tumour from the makers'
-# alignment (STS_002 Dice 0.90 -> 0.88 -> 0.86, while its edge cue rose 1-5 %; STS_003 HD95 3.9 -> 10.6 ->
-# 28.8 mm), and the deformable stage recovered a known warp worse than the affine (in the MR's view, mean
-# 1.6 -> 2.4 and 1.6 -> 3.4 mm).
+MIN_SHARED_FRACTION = 0.7  # share of each object the other image must show: a cut view leaves scaling unconstrained
 
 
 def _normalised_gradients(image: sitk.Image, epsilon: float) -> np.ndarray:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from ground_truth import move_header as move_header  # the tests import it from here, as bench/ from ground_truth
 from scipy.spatial.transform import Rotation
 
 from CTMRRegistrationLib.core import resources
-from CTMRRegistrationLib.core.geometry import matrix_from_sitk, transform_points
+from CTMRRegistrationLib.core.geometry import matrix_from_sitk
 from CTMRRegistrationLib.core.masks import ct_body_mask
+from CTMRRegistrationLib.core.point_mapping import p95_distance as p95_distance  # the tests import it from here
 from CTMRRegistrationLib.mrml.scene import create_headless_context
 
 
@@ -50,19 +52,3 @@ def rigid_pose(degrees, millimetres, centre=(0.0, 0.0, 0.0)) -> np.ndarray:
     centre = np.asarray(centre, dtype=float)
     matrix[:3, 3] = centre - matrix[:3, :3] @ centre + np.asarray(millimetres, dtype=float)
     return matrix
-
-
-def move_header(image: sitk.Image, pose: np.ndarray) -> sitk.Image:
-    """The same voxels with a header moved by `pose`: each voxel's physical point p becomes pose(p)."""
-    moved = sitk.Image(image)
-    spacing = np.asarray(image.GetSpacing())
-    direction = np.asarray(image.GetDirection()).reshape(3, 3)
-    moved.SetDirection((pose[:3, :3] @ direction).ravel().tolist())
-    moved.SetOrigin(transform_points(pose, np.asarray([image.GetOrigin()]))[0].tolist())
-    moved.SetSpacing(spacing.tolist())
-    return moved
-
-
-def p95_distance(a: np.ndarray, b: np.ndarray, points: np.ndarray) -> float:
-    """95th percentile of |a(p) - b(p)| over `points`, for two 4x4 point mappings."""
-    return float(np.percentile(np.linalg.norm(transform_points(a, points) - transform_points(b, points), axis=1), 95))

@@ -6,10 +6,15 @@ import os
 
 import pytest
 
-from CTMRRegistrationLib.apps import batch_cli
-from CTMRRegistrationLib.apps.batch_cli import EXIT_INPUT, case_job, main
-from CTMRRegistrationLib.apps.fingerprint import case_fingerprint, content_digest
-from CTMRRegistrationLib.apps.manifest import read_manifest
+from CTMRRegistrationLib.batch import cli
+from CTMRRegistrationLib.batch.cli import EXIT_INPUT, case_job, main
+from CTMRRegistrationLib.batch.manifest import (
+    PATH_COLUMNS,
+    VALUE_COLUMNS,
+    case_fingerprint,
+    content_digest,
+    read_manifest,
+)
 from CTMRRegistrationLib.core.errors import InputError
 
 
@@ -51,6 +56,16 @@ def test_malformed_manifest_names_its_line(tmp_path, text, message):
         read_manifest(manifest(tmp_path, text))
 
 
+def test_every_optional_column_maps_to_a_ctmr_register_option(tmp_path):
+    columns = ("case", *PATH_COLUMNS, *VALUE_COLUMNS)
+    values = ["a", *(f"{column}.nrrd" for column in PATH_COLUMNS), "rigid"]
+    [case] = read_manifest(manifest(tmp_path, ",".join(columns) + "\n" + ",".join(values) + "\n"))
+    arguments = case.optional_arguments()
+    assert arguments[arguments.index("--fixed-segmentation") + 1] == str(tmp_path / "fixed_seg.nrrd")
+    assert arguments[arguments.index("--moving-segmentation") + 1] == str(tmp_path / "moving_seg.nrrd")
+    cli.check_columns_known(tmp_path / "cases.csv", [case])  # ctmr-register takes every one of them
+
+
 def test_command_exits_2_before_any_work(tmp_path, capsys):
     path = manifest(tmp_path, "case,fixed,moving\na,ct,mr\na,ct,mr\n")
     output = tmp_path / "out"
@@ -65,6 +80,8 @@ def test_command_exits_2_before_any_work(tmp_path, capsys):
     (["--threads", "2"], "--threads is set per case by ctmr-batch and cannot be passed through (use --threads-per"),
     (["--output-volume=v.nrrd"], "--output-volume would write every case's output to one path"),
     (["--overlay", "o.png"], "--overlay would write every case's output to one path"),
+    (["--registered-region", "r.mrk.json"], "--registered-region would write every case's output to one path"),
+    (["--report-folder", "r"], "--report-folder is set per case by ctmr-batch and cannot be passed through"),
     (["--no-such-option"], "ctmr-register option: unrecognized arguments: --no-such-option"),
     (["--stages"], "ctmr-register option: argument --stages: expected one argument"),
 ])
@@ -98,12 +115,13 @@ def test_manifest_column_changes_only_its_case(tmp_path):
     before = read_manifest(manifest(tmp_path, "case,fixed,moving,stages\na,ct,mr.nii,\nb,ct,mr.nii,\n"))
     after = read_manifest(manifest(tmp_path, "case,fixed,moving,stages\na,ct,mr.nii,\nb,ct,mr.nii,rigid,affine\n"
                                    .replace("rigid,affine", '"rigid,affine"')))
-    jobs = [[case_job(case, tmp_path / "out", ["--init", "centre"], 1) for case in cases] for cases in (before, after)]
+    options = ["--initialization", "center"]
+    jobs = [[case_job(case, tmp_path / "out", options, 1) for case in cases] for cases in (before, after)]
     assert jobs[0][0].fingerprint == jobs[1][0].fingerprint
     assert jobs[0][1].fingerprint != jobs[1][1].fingerprint
     arguments = jobs[1][1].arguments
-    assert arguments[:2] == ("--init", "centre") and arguments[-2:] == ("--stages", "rigid,affine")
-    assert case_job(before[0], tmp_path / "out", ["--init", "centre"], 2).fingerprint != jobs[0][0].fingerprint
+    assert arguments[:2] == tuple(options) and arguments[-2:] == ("--stages", "rigid,affine")
+    assert case_job(before[0], tmp_path / "out", options, 2).fingerprint != jobs[0][0].fingerprint
 
 
 def test_column_whose_option_ctmr_register_lacks_is_refused_with_its_line(tmp_path, capsys, monkeypatch):
@@ -113,7 +131,7 @@ def test_column_whose_option_ctmr_register_lacks_is_refused_with_its_line(tmp_pa
             parser.add_argument(option)
         return parser
 
-    monkeypatch.setattr(batch_cli.register_cli, "build_parser", older_register_parser)
+    monkeypatch.setattr(cli.register_cli, "build_parser", older_register_parser)
     path = manifest(tmp_path, "case,fixed,moving,stages\na,ct,mr,\nb,ct,mr,rigid\n")
     assert main([str(path), "--output-dir", str(tmp_path / "out")]) == EXIT_INPUT
     assert "cases.csv line 3: ctmr-register option: unrecognized arguments: --stages rigid" in capsys.readouterr().err

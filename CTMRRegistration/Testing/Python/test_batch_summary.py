@@ -3,7 +3,7 @@ itself until none is left, metrics and errors carried from the case records."""
 
 import csv
 
-from CTMRRegistrationLib.apps.batch_summary import counts, pending_row, summary_row, write_summary
+from CTMRRegistrationLib.batch.summary import counts, pending_row, summary_row, write_summary
 
 REGISTERED = {"case": "p1", "status": "registered", "verdict": "check", "seconds": 41.5, "peak_memory_mb": 672,
               "attempts": 1, "error": "", "reasons": ["edges disagree", "restarts drift"],

@@ -78,7 +78,7 @@ def test_disjoint_fields_of_view(tmp_path, capsys, sample_mr):
     far.SetOrigin([o + 5000.0 for o in sample_mr.GetOrigin()])
     code, _, report = run_cli(capsys, "--fixed", str(resources.sample_ct_path()), "--moving",
                               write(far, tmp_path / "far.nii.gz"), "--output-transform", str(tmp_path / "t.h5"),
-                              "--init", "none")
+                              "--initialization", "none")
     assert code == EXIT_FAILED and "do not overlap" in report["error"]
     assert not (tmp_path / "t.h5").exists()
 

@@ -21,15 +21,19 @@ from CTMRRegistrationLib.apps import qa_cli, register_cli
 from CTMRRegistrationLib.core import resources
 from CTMRRegistrationLib.core.errors import InputError, RegistrationError
 from CTMRRegistrationLib.core.geometry import matrix_from_sitk
-from CTMRRegistrationLib.elastix.executable import ElastixExecutable, _run, run_elastix_executable
+from CTMRRegistrationLib.elastix.executable import (
+    ElastixExecutable,
+    ElastixProgress,
+    _run,
+    run_elastix_executable,
+    time_limit_seconds,
+)
 from CTMRRegistrationLib.elastix.job import ElastixJob
 from CTMRRegistrationLib.elastix.parameters import read_parameter_file
-from CTMRRegistrationLib.elastix.progress import ElastixProgress
-from CTMRRegistrationLib.elastix.time_limit import time_limit_seconds
 from CTMRRegistrationLib.registration.input_checks import check_mirror_evidence
 
 CT, MR = str(resources.sample_ct_path()), str(resources.sample_mr_path())
-FAST = ["--init", "none", "--bias-correction", "off", "--no-qa", "--threads", "1"]
+FAST = ["--initialization", "none", "--bias-correction", "off", "--no-qa", "--threads", "1"]
 
 
 def digest(path) -> str:
@@ -69,7 +73,7 @@ def test_output_volume_on_the_fixed_input_is_refused(tmp_path, capsys, input_dig
     ("--output-volume", "v.png", "unsupported file type"),
     ("--output-transform", "folder.h5", "is a folder"),
     ("--output-transform", "full.tfm", "not a regular file"),
-    ("--report", "file.txt/report", "is a file, not a folder"),
+    ("--report-folder", "file.txt/report", "is a file, not a folder"),
     ("--output-inverse-transform", "t.h5", "name the same file"),
     ("--output-elastix-transform", "e.json", "unsupported file type"),
 ])
@@ -178,7 +182,7 @@ def test_binary_preset_is_refused(tmp_path, capsys):
 
 def test_failing_elastix_names_its_exit_status(tmp_path, capsys):
     code, message = register(capsys, "--fixed", CT, "--moving", MR, "--output-transform", tmp_path / "t.h5",
-                             "--elastix", "/bin/false", *FAST)
+                             "--elastix-executable", "/bin/false", *FAST)
     assert code == register_cli.EXIT_FAILED and message == "elastix failed (exit status 1): it printed nothing"
     assert files_in(tmp_path) == []
 
@@ -223,8 +227,8 @@ def test_qa_refuses_a_2d_transform_and_an_unusable_report_folder(tmp_path, capsy
     (tmp_path / "file.txt").write_text("x")
     for arguments, expected in (
         (["--transform", flat], "flat.tfm is a 2-D transform"),
-        (["--transform", resources.sample_reference_transform_path(), "--report", tmp_path / "file.txt" / "r"],
-         "--report: " + str(tmp_path / "file.txt") + " is a file, not a folder"),
+        (["--transform", resources.sample_reference_transform_path(), "--report-folder", tmp_path / "file.txt" / "r"],
+         "--report-folder: " + str(tmp_path / "file.txt") + " is a file, not a folder"),
     ):
         code = qa_cli.main(["--fixed", CT, "--moving", MR, *map(str, arguments), "--json", "--restarts", "0"])
         captured = capsys.readouterr()
@@ -321,7 +325,7 @@ def failing_write(folder, *args, **kwargs):
 def test_qa_report_failure_is_a_warning_and_leaves_nothing(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(qa_cli, "write_qa_report", failing_write)
     code = qa_cli.main(["--fixed", CT, "--moving", MR, "--transform", str(resources.sample_reference_transform_path()),
-                        "--restarts", "0", "--threads", "1", "--report", str(tmp_path / "report")])
+                        "--restarts", "0", "--threads", "1", "--report-folder", str(tmp_path / "report")])
     captured = capsys.readouterr()
     assert code == qa_cli.EXIT_OUTPUT and "verdict: ok" in captured.out
     assert captured.err.strip().splitlines()[-1] == (f"ctmr-qa: warning: report not written: cannot write "
@@ -334,7 +338,7 @@ def test_register_report_failure_keeps_the_transform(tmp_path, capsys, monkeypat
                                                     ct_object_points):
     monkeypatch.setattr(register_cli.RegistrationLogic, "write_report", staticmethod(failing_write))
     code = register_cli.main(["--fixed", CT, "--moving", MR, "--output-transform", str(tmp_path / "t.h5"),
-                              "--report", str(tmp_path / "report"), "--threads", "1", "--json"])
+                              "--report-folder", str(tmp_path / "report"), "--threads", "1", "--json"])
     captured = capsys.readouterr()
     assert code == register_cli.EXIT_OUTPUT, captured.err[-2000:]
     report = json.loads(captured.out)

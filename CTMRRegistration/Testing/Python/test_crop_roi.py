@@ -50,12 +50,12 @@ def test_an_edited_region_changes_what_is_registered(context, sample_ct, sample_
     ct = add_volume_from_sitk(context, sample_ct, "CT")
     mr = add_volume_from_sitk(context, move_header(sample_mr, pose), "MR")
     logic = RegistrationLogic(context)
-    automatic = logic.register(ct, mr, qa=False, add_crop_roi=True, apply_to_moving=False)
-    roi = automatic.crop_roi_node
+    automatic = logic.register(ct, mr, qa=False, add_registered_region=True, apply_to_moving=False)
+    roi = automatic.registered_region_node
     np.testing.assert_allclose(roi_corners(roi), automatic.crop_region, atol=1e-6)
     size = np.array(roi.GetSize())
     roi.SetSize(*(size * np.array([1.0, 1.0, 0.5])))  # the user halves the region along z
-    edited = logic.register(ct, mr, qa=False, crop_roi=roi, add_crop_roi=True, apply_to_moving=False)
+    edited = logic.register(ct, mr, qa=False, crop_roi=roi, add_registered_region=True, apply_to_moving=False)
     registered = edited.crop_region.max(axis=0) - edited.crop_region.min(axis=0)
     edited_extent = roi_corners(roi).max(axis=0) - roi_corners(roi).min(axis=0)
     assert np.all(np.abs(registered - edited_extent) <= np.asarray(sample_ct.GetSpacing()) + 1e-6)
@@ -73,7 +73,7 @@ def test_the_command_line_writes_and_reads_the_region(context, tmp_path, sample_
     base = [sys.executable, "-m", "CTMRRegistrationLib", "--fixed", str(fixed), "--moving", str(moving),
             "--no-qa", "--json"]
     first = subprocess.run(base + ["--output-transform", str(tmp_path / "t1.h5"),
-                                   "--output-crop-roi", str(tmp_path / "region.mrk.json")],
+                                   "--registered-region", str(tmp_path / "region.mrk.json")],
                            capture_output=True, text=True)
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout)["outputs"]["crop_roi"] == str(tmp_path / "region.mrk.json")

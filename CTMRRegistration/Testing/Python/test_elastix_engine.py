@@ -156,10 +156,10 @@ def test_presets_are_checked_before_registering(sample_ct, sample_mr, tmp_path):
     with pytest.raises(InputError, match="in that order"):
         register_images(sample_ct, sample_mr, RegistrationOptions(stages=("affine", "rigid")))
     with pytest.raises(InputError, match="cannot read elastix parameter file"):
-        register_images(sample_ct, sample_mr, RegistrationOptions(presets={"rigid": tmp_path / "missing.txt"}))
+        register_images(sample_ct, sample_mr, RegistrationOptions(presets=[tmp_path / "missing.txt"]))
     affine = write_parameter_file(read_parameter_file(resources.parameter_file("Affine")), tmp_path / "my.txt")
     with pytest.raises(InputError, match="affine stage, which is not among"):
-        register_images(sample_ct, sample_mr, RegistrationOptions(presets={"affine": affine}))
+        register_images(sample_ct, sample_mr, RegistrationOptions(presets=[affine]))
 
 
 def test_a_user_preset_replaces_the_bundled_one(sample_ct, sample_mr, tmp_path):
@@ -167,10 +167,10 @@ def test_a_user_preset_replaces_the_bundled_one(sample_ct, sample_mr, tmp_path):
     parameters = read_parameter_file(resources.parameter_file("Rigid")) | {"MaximumNumberOfIterations": ["1", "1"]}
     preset = write_parameter_file(parameters, tmp_path / "one_iteration.txt")
     moved = move_header(sample_mr, rigid_pose((0.0, 0.0, 0.0), (5.0, 0.0, 0.0)))
-    options = RegistrationOptions(initialization="none", presets={"rigid": preset}, threads=2, bias_correction=False)
+    options = RegistrationOptions(initialization="none", presets=[preset], threads=2, bias_correction="off")
     result = register_images(sample_ct, moved, options)
     unchanged = register_images(sample_ct, moved, RegistrationOptions(initialization="none", threads=2,
-                                                                      bias_correction=False))
+                                                                      bias_correction="off"))
     assert np.abs(result.matrix - np.eye(4))[:3, 3].max() < 1.0
     assert np.abs(unchanged.matrix - np.eye(4))[:3, 3].max() > 1.0
 

@@ -69,7 +69,7 @@ def test_moving_list_under_the_output_transform_gives_the_same_result_again(cont
     first = register_landmarks(context, fixed, moving)
     moving.SetAndObserveTransformNodeID(first.transform_node.GetID())  # to watch the points land on CT
     np.testing.assert_allclose(points_from_markups(moving), FIXED, atol=1e-6)
-    second = register_landmarks(context, fixed, moving, output_transform_node=first.transform_node)
+    second = register_landmarks(context, fixed, moving, output_transform=first.transform_node)
     np.testing.assert_allclose(second.transform.matrix, TRUTH, atol=1e-9)
     assert any("under the output transform" in warning for warning in second.warnings)
     np.testing.assert_allclose(points_from_markups(moving, first.transform_node), transform_points(TRUTH, FIXED),
@@ -91,7 +91,7 @@ def test_thin_plate_spline_node_maps_moving_landmarks_onto_fixed_ones(context):
     moving.SetAndObserveTransformNodeID(result.transform_node.GetID())
     np.testing.assert_allclose(harden(moving), FIXED, atol=1e-3)  # "to parent" is VTK's iterative inverse
     with pytest.raises(InputError, match="linear transform node"):
-        register_landmarks(context, fixed, moving, kind="tps", output_transform_node=linear_node(context, np.eye(4)))
+        register_landmarks(context, fixed, moving, kind="tps", output_transform=linear_node(context, np.eye(4)))
 
 
 def test_compose_is_exact_for_linear_and_ordered_for_composites():

@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 
 LIBRARY = Path(__file__).resolve().parents[2] / "CTMRRegistrationLib"
-LAYERS = {"core": 0, "elastix": 1, "registration": 2, "landmarks": 2, "dicom": 2, "qa": 3, "mrml": 4, "apps": 5}
+LAYERS = {"core": 0, "elastix": 1, "registration": 2, "landmarks": 2, "dicom": 2, "qa": 3, "mrml": 4, "apps": 5,
+          "batch": 6}  # batch (ctmr-batch) runs apps.register_cli; nothing below it knows of the cohort runner
 PURE = ("core", "elastix", "registration", "landmarks", "dicom", "qa")  # no vtk, no slicer, no MRML
 
 

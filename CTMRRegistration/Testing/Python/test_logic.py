@@ -23,7 +23,7 @@ def test_register_nodes_adds_masks_and_leaves_the_mr_untouched(context, sample_c
     mr_before = voxels(mr_node)
     resampled = context.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "MR resampled")
     result = RegistrationLogic(context).register(ct_node, mr_node, add_mask_nodes=True, threads=2,
-                                                 output_volume_node=resampled)
+                                                 output_volume=resampled)
 
     assert result.status == "ok"
     assert result.stage_seconds.get("bias_correction_moving", 0) > 0
@@ -63,7 +63,7 @@ def test_harden_changes_the_header_only(context, sample_ct, sample_mr):
     mr_node = add_volume_from_sitk(context, moved := move_header(sample_mr, rigid_pose((0, 0, 4), (6, -3, 2))), "MR")
     before = voxels(mr_node)
     result = RegistrationLogic(context).register(ct_node, mr_node, harden=True, initialization="none", threads=2,
-                                                 bias_correction=False)
+                                                 bias_correction="off")
     assert mr_node.GetParentTransformNode() is None
     np.testing.assert_array_equal(voxels(mr_node), before)
     hardened = sitk_from_volume(mr_node)

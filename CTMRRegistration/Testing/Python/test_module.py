@@ -10,6 +10,7 @@ import ast
 import dataclasses
 import inspect
 import re
+import typing
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -17,27 +18,26 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from CTMRRegistrationLib import RegistrationLogic, RegistrationOptions, RegistrationResult
+from CTMRRegistrationLib import RegistrationLogic, RegistrationResult
 from CTMRRegistrationLib.apps import panel
 from CTMRRegistrationLib.apps.panel import PanelSettings, registration_arguments
 from CTMRRegistrationLib.core import resources
 from CTMRRegistrationLib.core.errors import InputError
 from CTMRRegistrationLib.elastix.backends import BACKENDS
 from CTMRRegistrationLib.mrml.nodes import add_volume_from_sitk, sitk_from_volume
-from CTMRRegistrationLib.mrml.scene_registration import SceneOptions, SceneRegistrationResult
+from CTMRRegistrationLib.mrml.scene_registration import SceneRegistrationResult
 from CTMRRegistrationLib.qa.assess import QAResult
 from CTMRRegistrationLib.qa.overlay import normalise
 from CTMRRegistrationLib.qa.pictures import checkerboard
-from CTMRRegistrationLib.registration.pipeline import BIAS_CORRECTIONS
+from CTMRRegistrationLib.registration.pipeline import BIAS_CORRECTIONS, INITIALIZATIONS, presets_by_stage
 from CTMRRegistrationLib.registration.user_masks import MASK_MODES
 
 MODULE_DIR = Path(__file__).resolve().parents[2]
 MODULE_FILE = MODULE_DIR / "CTMRRegistration.py"
 PANEL_FILE = MODULE_DIR / "CTMRRegistrationLib" / "apps" / "panel.py"
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "CTMRRegistration.ui"
-PARAMETER_NODE_CLASS = "CTMRRegistrationParameterNode"
 # Parameter-node fields that the panel layer handles itself rather than passing to the library.
-PANEL_FIELDS = {"fixedVolume", "movingVolume", "metricsTable", "reportFolder", "verdict", "dicomRegFile"}
+PANEL_FIELDS = {"fixedVolume", "movingVolume", "metricsTable", "verdict", "outputDicomReg"}
 
 
 # ----- reading the module file ------------------------------------------------------------------------------------
@@ -72,33 +72,25 @@ class Field:
 
 
 def parameter_fields() -> dict[str, Field]:
-    """The parameter node's fields from its class body: name, type, choices, default."""
+    """The parameter node's fields, declared once by PanelSettings: name, type, choices, default."""
+    hints = typing.get_type_hints(PanelSettings)
     fields = {}
-    for node in classes()[PARAMETER_NODE_CLASS].body:
-        if not isinstance(node, ast.AnnAssign):
-            continue
-        name, annotation = node.target.id, node.annotation
-        default = ast.literal_eval(node.value) if node.value is not None else None
-        if isinstance(annotation, ast.Subscript):  # Annotated[str, Choice([...])]
-            base, choice = annotation.slice.elts
-            assert choice.func.id == "Choice", name
-            fields[name] = Field(name, base.id, choices=ast.literal_eval(choice.args[0]), default=default)
-        elif annotation.id.startswith("vtkMRML"):
-            fields[name] = Field(name, "node", node_class=annotation.id)
-        elif annotation.id == "Path":
-            fields[name] = Field(name, "Path", default=Path())
+    for field in dataclasses.fields(PanelSettings):
+        kind = next((arg for arg in typing.get_args(hints[field.name]) if arg is not type(None)), hints[field.name])
+        choices = field.metadata.get("choices")
+        if choices is not None:
+            fields[field.name] = Field(field.name, kind.__name__, choices=list(choices), default=field.default)
+        elif kind.__name__.startswith("vtkMRML"):
+            fields[field.name] = Field(field.name, "node", node_class=kind.__name__)
         else:
-            fields[name] = Field(name, annotation.id, default=default if default is not None else
-                                 {"bool": False, "str": ""}[annotation.id])
+            fields[field.name] = Field(field.name, kind.__name__, default=field.default)
     return fields
 
 
-def allowed_register_keywords() -> set[str]:
-    """What RegistrationLogic.register accepts by name: its own keywords and both option sets' fields."""
+def register_keywords() -> set[str]:
+    """What RegistrationLogic.register takes by name."""
     parameters = inspect.signature(RegistrationLogic.register).parameters
-    own = {name for name, p in parameters.items()
-           if p.kind is not inspect.Parameter.VAR_KEYWORD and name not in ("self", "fixed_node", "moving_node")}
-    return own | {f.name for dataclass in (RegistrationOptions, SceneOptions) for f in dataclasses.fields(dataclass)}
+    return {name for name, p in parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
 
 
 # ----- reading the .ui file ---------------------------------------------------------------------------------------
@@ -143,8 +135,9 @@ def test_module_compiles_and_defines_the_four_slicer_classes():
     imports = {alias.name: node.module for node in module_tree().body if isinstance(node, ast.ImportFrom)
                for alias in node.names}
     assert imports["RegistrationLogic"] == "CTMRRegistrationLib"
-    decorators = [d.id for d in classes()[PARAMETER_NODE_CLASS].decorator_list]
-    assert decorators == ["parameterNodeWrapper"]
+    wrapped = [node for node in module_tree().body if isinstance(node, ast.Assign)
+               and getattr(node.targets[0], "id", "") == "CTMRRegistrationParameterNode"]
+    assert [ast.unparse(node.value) for node in wrapped] == ["parameterNodeWrapper(parameterNodeClass())"]
 
 
 def test_every_library_name_the_module_imports_exists():
@@ -160,6 +153,33 @@ def test_logic_is_a_thin_subclass():
     """The logic adds the parameter node only: `register` is the library's, with its signature."""
     methods = {node.name for node in classes()["CTMRRegistrationLogic"].body if isinstance(node, ast.FunctionDef)}
     assert methods == {"__init__", "getParameterNode"}
+
+
+def test_the_parameter_node_class_is_built_from_the_panel_settings():
+    """parameterNodeClass (run here with a stand-in for Slicer's Choice) gives each PanelSettings field its
+    annotation: the node class, the choices, bool, str or Path, with the same defaults."""
+    function = next(n for n in module_tree().body if getattr(n, "name", None) == "parameterNodeClass")
+
+    class Choice:
+        def __init__(self, choices):
+            self.choices = choices
+
+    namespace = {"dataclasses": dataclasses, "typing": typing, "Annotated": typing.Annotated, "Choice": Choice,
+                 "PanelSettings": PanelSettings}
+    exec(compile(ast.Module([function], []), str(MODULE_FILE), "exec"), namespace)
+    built = namespace["parameterNodeClass"]()
+    annotations = built.__annotations__
+    for name, field in parameter_fields().items():
+        annotation = annotations[name]
+        if field.choices is not None:
+            assert typing.get_args(annotation)[1].choices == field.choices, name
+        elif field.type == "node":
+            assert annotation.__name__ == field.node_class, name
+        else:
+            assert annotation.__name__ == field.type, name
+        if field.type in ("bool", "str"):
+            assert getattr(built, name) == field.default, name
+    assert list(annotations) == list(parameter_fields())
 
 
 def test_module_metadata():
@@ -271,16 +291,20 @@ def test_choices_are_the_library_values():
     assert fields["backend"].choices == list(BACKENDS)
     assert list(BIAS_CORRECTIONS) == fields["biasCorrection"].choices
     assert list(MASK_MODES) == fields["maskMode"].choices
+    assert list(INITIALIZATIONS) == fields["initialization"].choices
 
 
-def test_panel_settings_are_the_parameter_node_fields():
-    """The headless stand-in declares the parameter node's fields with the same defaults."""
-    fields = parameter_fields()
-    settings = {f.name: f.default for f in dataclasses.fields(PanelSettings)}
-    assert set(settings) == set(fields)
-    for name, field in fields.items():
-        if field.type != "node":
-            assert settings[name] == field.default, name
+def snake_case(name: str) -> str:
+    return re.sub(r"([A-Z])", lambda match: "_" + match.group(1).lower(), name)
+
+
+def test_one_name_per_option_from_parameter_node_to_register():
+    """Each field the panel passes is the camelCase form of the register keyword it becomes."""
+    arguments = registration_arguments(PanelSettings())
+    stage_boxes = {"rigidStage", "affineStage", "deformableStage"}
+    for name in set(parameter_fields()) - PANEL_FIELDS - stage_boxes:
+        keyword = "presets" if name == "preset" else snake_case(name)
+        assert keyword in arguments and keyword in register_keywords(), name
 
 
 # ----- the one place where the panel calls the library -------------------------------------------------------------
@@ -301,32 +325,30 @@ def test_the_widget_registers_once_through_the_panel_layer():
 
 
 def test_registration_arguments_are_register_keywords():
-    allowed = allowed_register_keywords()
     preset = resources.parameter_file("Affine")
     variants = [
         PanelSettings(),
-        PanelSettings(affineStage=True, deformableStage=True, automaticInitialization=False,
-                      biasCorrection="off", backend="itk-elastix", hardenResult=True, useMasks=False),
-        PanelSettings(affineStage=True, presetFile=preset),
+        PanelSettings(affineStage=True, deformableStage=True, initialization="center",
+                      biasCorrection="off", backend="itk-elastix", harden=True, useMasks=False),
+        PanelSettings(affineStage=True, preset=preset),
     ]
     for settings in variants:
         arguments = registration_arguments(settings)
-        assert set(arguments) <= allowed, set(arguments) - allowed
-        options = {k: v for k, v in arguments.items() if k in {f.name for f in dataclasses.fields(RegistrationOptions)}}
-        RegistrationOptions(**options)
+        assert set(arguments) <= register_keywords(), set(arguments) - register_keywords()
     defaults = registration_arguments(variants[0])
     assert defaults["stages"] == ("rigid",)
-    assert defaults["initialization"] == "search" and defaults["bias_correction"] is None
-    assert "presets" not in defaults and defaults["crop"] is True and defaults["report_directory"] is None
+    assert defaults["initialization"] == "search" and defaults["bias_correction"] == "auto"
+    assert defaults["presets"] == [] and defaults["crop"] is True and defaults["report_folder"] is None
     assert defaults["fixed_landmarks"] is None and defaults["moving_segmentation"] is None
     assert registration_arguments(variants[1])["stages"] == ("rigid", "affine", "deformable")
     assert registration_arguments(variants[1])["initialization"] == "center"
-    assert registration_arguments(variants[2])["presets"] == {"affine": preset}
+    assert presets_by_stage(registration_arguments(variants[2])["presets"]) == {"affine": preset}
 
 
 def test_a_bad_preset_is_an_input_error():
-    with pytest.raises(InputError):
-        registration_arguments(PanelSettings(presetFile=resources.sample_data_dir() / "README.md"))
+    with pytest.raises(InputError, match="README.md"):
+        presets_by_stage(registration_arguments(PanelSettings(preset=resources.sample_data_dir() / "README.md"))[
+            "presets"])
 
 
 def test_every_parameter_reaches_the_library_or_is_handled_by_the_panel():
@@ -358,7 +380,7 @@ def test_user_masks_reach_the_library_and_the_reg_export_needs_a_result(context)
         panel.Panel(RegistrationLogic(context)).export_dicom_registration(PanelSettings(**volumes))
     with pytest.raises(InputError, match="register first"):
         panel.Panel(RegistrationLogic(context)).export_dicom_registration(
-            PanelSettings(**volumes, dicomRegFile=Path("/tmp/reg.dcm")))
+            PanelSettings(**volumes, outputDicomReg=Path("/tmp/reg.dcm")))
 
 
 def test_apply_problems():
@@ -381,7 +403,7 @@ def sample_result() -> SceneRegistrationResult:
         warnings=["something to check"],
     )
     qa = QAResult("check", ["edges disagree"], {"edge_alignment": 1.2, "restarts": {"spread_mm": 0.5}})
-    return SceneRegistrationResult(registration, qa)
+    return SceneRegistrationResult.from_registration(registration, qa=qa)
 
 
 def test_result_summary_rows():
@@ -442,35 +464,3 @@ def test_image_with_geometry_places_the_voxels(context, sample_ct):
     np.testing.assert_allclose(placed.GetOrigin(), sample_ct.GetOrigin(), atol=1e-6)
     np.testing.assert_allclose(placed.GetDirection(), sample_ct.GetDirection(), atol=1e-9)
     np.testing.assert_allclose(placed.GetSpacing(), sample_ct.GetSpacing(), atol=1e-9)
-
-
-# ----- build files -------------------------------------------------------------------------------------------------
-
-
-def cmake_listed_files() -> set[str]:
-    text = (MODULE_DIR / "CMakeLists.txt").read_text().replace("${MODULE_NAME}", "CTMRRegistration")
-    return set(re.findall(r"^\s+([\w./-]+\.\w+)\s*$", text, flags=re.MULTILINE))
-
-
-def test_cmake_lists_every_library_file_and_resource():
-    listed = cmake_listed_files()
-    shipped = {str(p.relative_to(MODULE_DIR)) for p in (MODULE_DIR / "CTMRRegistrationLib").rglob("*.py")}
-    shipped |= {str(p.relative_to(MODULE_DIR)) for p in (MODULE_DIR / "Resources").rglob("*") if p.is_file()}
-    shipped.add("CTMRRegistration.py")
-    assert shipped - listed == set(), "not listed in CTMRRegistration/CMakeLists.txt"
-    assert listed - shipped == set(), "listed in CMakeLists.txt but absent"
-
-
-def test_cmake_registers_the_self_test():
-    text = (MODULE_DIR / "CMakeLists.txt").read_text()
-    assert re.search(r"slicer_add_python_unittest\(SCRIPT \$\{MODULE_NAME\}\.py\)", text)
-    assert "slicerMacroBuildScriptedModule(" in text and "WITH_GENERIC_TESTS" in text
-
-
-def test_extension_metadata():
-    text = (MODULE_DIR.parent / "CMakeLists.txt").read_text()
-    for key in ("HOMEPAGE", "CATEGORY", "CONTRIBUTORS", "DESCRIPTION", "ICONURL", "SCREENSHOTURLS", "DEPENDS"):
-        assert re.search(rf"set\(EXTENSION_{key} \"[^\"]+\"\)", text), key
-    assert 'set(EXTENSION_DEPENDS "SlicerElastix")' in text
-    assert "add_subdirectory(CTMRRegistration)" in text
-    assert "find_package(Slicer REQUIRED)" in text and "include(${Slicer_EXTENSION_CPACK})" in text

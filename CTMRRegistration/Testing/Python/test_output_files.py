@@ -57,7 +57,7 @@ def test_output_file_checks(tmp_path):
     with pytest.raises(InputError, match="is a file, not a folder"):
         check_output_file(given / "t.h5", "--output-transform", (".h5",))
     with pytest.raises(InputError, match="is a file, not a folder"):
-        check_output_folder(given, "--report")
+        check_output_folder(given, "--report-folder")
     assert check_output_file(tmp_path / "new" / "t.h5", "--output-transform", (".h5",)) == tmp_path / "new" / "t.h5"
 
 

@@ -68,7 +68,7 @@ def test_checkerboard_of_the_registered_pair(session, sample_ct):
 def test_the_registered_region_and_cropped_volumes(session, sample_ct):
     context, panel, settings, first = session
     region = settings.registeredRegion
-    assert region is first.crop_roi_node and region.IsA("vtkMRMLMarkupsROINode")
+    assert region is first.registered_region_node and region.IsA("vtkMRMLMarkupsROINode")
     np.testing.assert_allclose(roi_corners(region), first.crop_region, atol=1e-6)
     fixed_cropped, moving_cropped = panel.crop_volumes(settings)
     assert fixed_cropped.GetImageData().GetDimensions() == tuple(first.metrics["cropped_sizes"]["fixed"])
@@ -101,10 +101,10 @@ def test_error_and_cancel_leave_scene_and_settings_unchanged(session):
     context, panel, settings, first = session
     nodes, verdict, transform = context.scene.GetNumberOfNodes(), settings.verdict, settings.outputTransform
     moving_parent = settings.movingVolume.GetParentTransformNode()
-    settings.presetFile = resources.sample_data_dir() / "README.md"
+    settings.preset = resources.sample_data_dir() / "README.md"
     with pytest.raises(InputError):
         panel.register(settings)
-    settings.presetFile = PanelSettings.presetFile
+    settings.preset = PanelSettings.preset
     with pytest.raises(Cancelled):
         panel.register(settings, progress=lambda fraction, message: None, cancelled=lambda: True)
     calls = []
@@ -121,7 +121,7 @@ def test_harden_moves_the_moving_voxels_where_the_transform_showed_them(sample_c
     context = create_headless_context()
     ct = add_volume_from_sitk(context, sample_ct, "CT")
     mr = add_volume_from_sitk(context, sample_mr, "MR")
-    settings = PanelSettings(fixedVolume=ct, movingVolume=mr, hardenResult=True)
+    settings = PanelSettings(fixedVolume=ct, movingVolume=mr, harden=True)
     result = Panel(RegistrationLogic(context)).register(settings)
     assert mr.GetParentTransformNode() is None and result.transform_node is settings.outputTransform
     expected = np.linalg.inv(result.matrix) @ ijk_to_world_lps(add_volume_from_sitk(context, sample_mr, "unmoved"))

@@ -48,8 +48,9 @@ def test_reference_with_targets_segmentations_and_report(tmp_path, capsys, conte
         save_node(context, add_volume_from_sitk(context, image, role, labelmap=True), tmp_path / f"{role}_seg.nrrd")
     code, report = run_cli(capsys, *volumes(), "--transform", write_transform(reference_ct_to_mr, tmp_path / "t.tfm"),
                            "--fixed-targets", paths["fixed"], "--moving-targets", paths["moving"],
-                           "--fixed-seg", tmp_path / "fixed_seg.nrrd", "--moving-seg", tmp_path / "moving_seg.nrrd",
-                           "--report", tmp_path / "report")
+                           "--fixed-segmentation", tmp_path / "fixed_seg.nrrd",
+                           "--moving-segmentation", tmp_path / "moving_seg.nrrd",
+                           "--report-folder", tmp_path / "report")
     assert code == EXIT_OK and report["verdict"] == "ok" and report["reasons"] == []
     metrics = report["metrics"]
     assert metrics["targets"]["after"]["tre_max_mm"] < 1e-3 and metrics["segmentations"]["after"]["1"]["dice"] > 0.95

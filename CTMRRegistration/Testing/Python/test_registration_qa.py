@@ -52,7 +52,7 @@ def test_landmarks_from_a_180_degree_pose_with_targets_and_report(tmp_path, caps
     labels = [f"L{i}" for i in range(6)]
     code, report = run_cli(
         capsys, "--fixed", tmp_path / "ct.nrrd", "--moving", tmp_path / "mr.nrrd",
-        "--output-transform", tmp_path / "t.h5", "--report", tmp_path / "report",
+        "--output-transform", tmp_path / "t.h5", "--report-folder", tmp_path / "report",
         "--fixed-landmarks", write_markups(context, tmp_path / "fixed.mrk.json", landmarks, labels),
         "--moving-landmarks", write_markups(context, tmp_path / "moving.mrk.json", moved[::-1], labels[::-1]),
         "--fixed-targets", write_markups(context, tmp_path / "fixed_targets.mrk.json", targets),

@@ -113,8 +113,8 @@ def test_rtstruct_dice_in_qa_equals_the_nifti_masks_dice(tmp_path, capsys):
     for kind, image, mask in (("dicom", "dicom/image", "dicom/mask/RS.dcm"),
                               ("nifti", "nifti/image/image.nii.gz", "nifti/mask/mask.nii.gz")):
         qa_main(["--fixed", str(patient / "CT" / image), "--moving", str(patient / "MR_T1" / image), "--transform",
-                 str(tmp_path / "shift.tfm"), "--fixed-seg", str(patient / "CT" / mask), "--moving-seg",
-                 str(patient / "MR_T1" / mask), "--restarts", "0", "--threads", "1", "--json"])
+                 str(tmp_path / "shift.tfm"), "--fixed-segmentation", str(patient / "CT" / mask),
+                 "--moving-segmentation", str(patient / "MR_T1" / mask), "--restarts", "0", "--threads", "1", "--json"])
         segmentations = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["metrics"]["segmentations"]
         dice[kind] = [next(iter(segmentations[when].values()))["dice"] for when in ("before", "after")]
     assert dice["dicom"][0] == dice["nifti"][0] == 1.0

@@ -166,7 +166,7 @@ def test_guard_discards_an_affine_stage_that_worsens_the_result(sample_ct, sampl
     bad["Metric"] = ["AdvancedNormalizedCorrelation"]
     write_parameter_file(bad, tmp_path / "bad_affine.txt")
     guarded = _register(sample_ct, sample_mr, reference_ct_to_mr, ("rigid", "affine"),
-                        presets={"affine": tmp_path / "bad_affine.txt"})
+                        presets=[tmp_path / "bad_affine.txt"])
     rigid, discarded = (guarded.stage_transforms[stage] for stage in ("rigid", "affine"))
     rigid_points, discarded_points = (np.array([t.TransformPoint(p.tolist()) for p in ct_object_points])
                                       for t in (rigid, discarded))

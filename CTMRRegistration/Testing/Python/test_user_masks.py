@@ -66,7 +66,7 @@ def test_moving_mask_hiding_a_displaced_part_keeps_the_known_pose(tmp_path, caps
     voxels = np.argwhere(foreground > 0)[::40, ::-1].astype(float)
     points = np.array([sample_mr.TransformContinuousIndexToPhysicalPoint(v.tolist()) for v in voxels])
     common = ["--fixed", str(tmp_path / "fixed.nrrd"), "--moving", str(tmp_path / "moving.nrrd"), "--output-transform",
-              str(tmp_path / "t.h5"), "--fixed-modality", "MR", "--moving-modality", "MR", "--init", "none",
+              str(tmp_path / "t.h5"), "--fixed-modality", "MR", "--moving-modality", "MR", "--initialization", "none",
               "--threads", "1", "--no-qa", "--json"]
     errors = []
     for extra in ([], ["--moving-mask", str(tmp_path / "moving_mask.nrrd")]):

@@ -1,31 +1,42 @@
-"""The cohort manifest of `ctmr-batch`: a CSV with one registration per row, checked before any work starts.
+"""The cohort manifest of `ctmr-batch`: a CSV with one registration per row, checked before any work starts,
+and the fingerprints that tell whether a case must be computed again.
 
     case,fixed,moving[,fixed_landmarks,moving_landmarks,fixed_targets,moving_targets,fixed_seg,moving_seg,
                       fixed_mask,moving_mask,stages]
 
 Paths are relative to the CSV's folder (absolute ones are kept); an empty optional cell means "not given".
 Every error names the line of the file it was found on.
+
+A case's fingerprint hashes the library version, the `ctmr-register` options of the case (output paths
+excluded: they are the same on every run) and the content of every input file or DICOM folder, so a rerun
+recomputes a case exactly when something that could change its result has changed.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.errors import InputError
+from ..core.resources import VERSION
 
 REQUIRED_COLUMNS = ("case", "fixed", "moving")
 PATH_COLUMNS = ("fixed", "moving", "fixed_landmarks", "moving_landmarks", "fixed_targets", "moving_targets",
                 "fixed_seg", "moving_seg", "fixed_mask", "moving_mask")
 VALUE_COLUMNS = ("stages",)
 CASE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+OPTION_OF_COLUMN = {"fixed_seg": "--fixed-segmentation", "moving_seg": "--moving-segmentation"}
+CHUNK = 1 << 20
 
 
 def option_name(column: str) -> str:
-    """The `ctmr-register` option a manifest column maps to: fixed_landmarks -> --fixed-landmarks."""
-    return "--" + column.replace("_", "-")
+    """The `ctmr-register` option a manifest column maps to: fixed_landmarks -> --fixed-landmarks,
+    fixed_seg -> --fixed-segmentation."""
+    return OPTION_OF_COLUMN.get(column, "--" + column.replace("_", "-"))
 
 
 @dataclass(frozen=True)
@@ -111,3 +122,29 @@ def _read_row(path: Path, number: int, columns: list[str], row: list[str]) -> Ca
     paths = {column: (path.parent / cells[column]).resolve() for column in PATH_COLUMNS if cells.get(column)}
     values = {column: cells[column] for column in VALUE_COLUMNS if cells.get(column)}
     return Case(case=case, line=number, paths=paths, values=values)
+
+
+def content_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes, or of a folder's files (relative names and bytes, in sorted order);
+    'missing' when `path` does not exist, so that the file appearing later changes the fingerprint."""
+    path = Path(path)
+    if not path.exists():
+        return "missing"
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        digest.update(str(file.relative_to(path) if file != path else file.name).encode())
+        with open(file, "rb") as stream:
+            while chunk := stream.read(CHUNK):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def case_fingerprint(options: list[str], inputs: dict[str, Path]) -> str:
+    """Fingerprint of one case: its `ctmr-register` options (no output paths) and its inputs' content."""
+    record = {
+        "version": VERSION,
+        "options": options,
+        "inputs": {role: content_digest(path) for role, path in sorted(inputs.items())},
+    }
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()

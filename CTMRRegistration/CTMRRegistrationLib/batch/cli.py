@@ -7,30 +7,38 @@ Each case runs `ctmr-register` in a child process of a Dask worker (one case per
 DIR/<case>/ (transform.h5, result.json, report/, log.txt, case.json). DIR/summary.csv and DIR/index.html
 are rewritten as cases finish. A rerun skips the cases already registered, or refused for their input, whose
 inputs and options are unchanged (fingerprint); --force redoes every case. A worker that dies in a case
-(killed, out of memory) has that case retried once elsewhere, then recorded as crashed.
+(killed, out of memory) has that case retried once elsewhere, then recorded as crashed. The Dask client
+(a LocalCluster of worker processes, or a running scheduler) and the progress lines on stderr are here too.
 
-Exit status: 0 every case registered with verdict ok or check, 1 otherwise, 2 bad manifest or options.
+Exit status: 0 every case registered with verdict ok or check, 1 otherwise, 2 bad manifest or options, or
+Dask missing (the `batch` extra: pip install "ctmr-registration[batch]").
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
+import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from ..apps import register_cli
 from ..core.errors import InputError
-from . import register_cli
-from .batch_case import FINAL_STATUSES, RESULT_NAME, TRANSFORM_NAME, CaseJob, read_record, reset_attempts
-from .batch_progress import Progress
-from .batch_summary import counts, pending_row, summary_row, write_summary
-from .fingerprint import case_fingerprint
-from .manifest import Case, read_manifest
+from .case import FINAL_STATUSES, RESULT_NAME, TRANSFORM_NAME, CaseJob, read_record, reset_attempts
+from .manifest import Case, case_fingerprint, read_manifest
+from .summary import counts, pending_row, summary_row, write_summary
 
 EXIT_NOT_ALL_GOOD, EXIT_INPUT = 1, 2
-SET_PER_CASE = ("--fixed", "--moving", "--output-transform", "--report", "--json", "--threads", "--demo",
-                "--output-dir")
+SET_PER_CASE = ("--fixed", "--moving", "--output-transform", "--report-folder", "--report", "--json", "--threads",
+                "--demo", "--output-dir")
+WRITES_ONE_PATH = ("--overlay", "--registered-region")  # besides every --output-* option
+NEEDED_MODULES = {"dask": "Dask", "distributed": "Dask", "psutil": "psutil"}  # the `batch` extra
+ALLOWED_WORKER_DEATHS = 1  # a case whose worker dies is retried once, then recorded as crashed
+BAR_WIDTH = 20
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,7 +72,7 @@ def check_register_options(options: list[str]) -> None:
         if name in SET_PER_CASE:
             hint = " (use --threads-per-case)" if name == "--threads" else ""
             raise InputError(f"{name} is set per case by ctmr-batch and cannot be passed through{hint}")
-        if name.startswith("--output") or name == "--overlay":
+        if name.startswith("--output") or name in WRITES_ONE_PATH:
             raise InputError(f"{name} would write every case's output to one path: ctmr-batch writes the transform, "
                              "result and report of each case into its own folder")
     parser = register_cli.build_parser()
@@ -109,9 +117,24 @@ def reusable(job: CaseJob) -> dict | None:
     return record if all((Path(job.directory) / name).is_file() for name in needed) else None
 
 
+def missing_dependency() -> str | None:
+    """What of the `batch` extra cannot be imported (Dask, psutil), None when everything is there."""
+    for module, name in NEEDED_MODULES.items():
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            return name
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, options = parser.parse_known_args(argv)
+    missing = missing_dependency()
+    if missing:
+        print(f'ctmr-batch: error: the cohort runner needs {missing}: pip install "ctmr-registration[batch]"',
+              file=sys.stderr)
+        return EXIT_INPUT
     try:
         if args.threads_per_case < 1 or (args.workers is not None and args.workers < 1):
             raise InputError("--workers and --threads-per-case must be at least 1")
@@ -143,8 +166,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _compute(args, jobs: list[CaseJob], to_run: list[CaseJob], rows: list[dict]) -> None:
-    from .batch_cluster import open_client
-
     position = {job.case: index for index, job in enumerate(jobs)}
     workers = args.workers or max(1, (os.cpu_count() or 1) // args.threads_per_case)
     with open_client(args.scheduler, workers, args.memory_per_worker, args.dashboard_address) as client:
@@ -161,7 +182,7 @@ def _records_as_finished(client, jobs: list[CaseJob]):
     one whose worker dies is rescheduled once (the scheduler's allowed-failures), then raises KilledWorker."""
     from distributed import as_completed
 
-    from .batch_case import crashed_record, run_case
+    from .case import crashed_record, run_case
 
     futures = {client.submit(run_case, job, key=f"ctmr-{job.case}-{uuid.uuid4().hex[:8]}", retries=1): job
                for job in jobs}
@@ -172,3 +193,47 @@ def _records_as_finished(client, jobs: list[CaseJob]):
             yield crashed_record(futures[future], error)
         finally:
             future.release()
+
+
+@contextmanager
+def open_client(scheduler: str | None, workers: int, memory_per_worker: str, dashboard_address: str) -> Iterator:
+    """A distributed.Client on the scheduler at `scheduler`, else on a new LocalCluster of `workers` processes
+    with one task thread each (a case's own threads are its child process's)."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_WORKER_DEATHS}):
+        if scheduler:
+            with Client(scheduler) as client:
+                yield client
+            return
+        with (LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory_per_worker,
+                           dashboard_address=dashboard_address) as cluster,
+              Client(cluster) as client):
+            yield client
+
+
+class Progress:
+    """Counts the cases computed in this run and estimates the time left from their mean duration."""
+
+    def __init__(self, total: int, stream=None):
+        self.total, self.done, self.failed = total, 0, 0
+        self.start = time.monotonic()
+        self.stream = stream or sys.stderr
+
+    def update(self, record: dict) -> None:
+        self.done += 1
+        good = record.get("status") == "registered" and record.get("verdict") in ("ok", "check")
+        self.failed += not good
+        filled = BAR_WIDTH * self.done // self.total
+        elapsed = time.monotonic() - self.start
+        left = elapsed / self.done * (self.total - self.done)
+        outcome = record.get("verdict") or record.get("status", "")
+        print(f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {self.done}/{self.total} done, {self.failed} failed, "
+              f"ETA {_duration(left)} | {record.get('case')}: {outcome}", file=self.stream, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
+        f"{seconds // 60}m{seconds % 60:02d}s"

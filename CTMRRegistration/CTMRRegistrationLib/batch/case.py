@@ -18,8 +18,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
-
 RECORD_NAME = "case.json"
 TRANSFORM_NAME = "transform.h5"
 RESULT_NAME = "result.json"
@@ -48,10 +46,10 @@ def run_case(job: CaseJob) -> dict:
     directory.mkdir(parents=True, exist_ok=True)
     attempts = _count_attempt(directory)
     _remove_outputs(directory)
-    command = [sys.executable, "-m", "CTMRRegistrationLib.apps.batch_case", *job.arguments,
+    command = [sys.executable, "-m", "CTMRRegistrationLib.batch.case", *job.arguments,
                "--output-transform", str(directory / TRANSFORM_NAME), "--json", "--threads", str(job.threads)]
-    if "--no-qa" not in job.arguments:
-        command += ["--report", str(directory / REPORT_DIRECTORY)]
+    if [token for token in job.arguments if token in ("--qa", "--no-qa")][-1:] != ["--no-qa"]:  # the last one wins
+        command += ["--report-folder", str(directory / REPORT_DIRECTORY)]
     environment = os.environ | {"ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": str(job.threads),
                                 PARENT_VARIABLE: str(os.getpid())}
     limit = worker_memory_limit()
@@ -170,6 +168,8 @@ def _remove_outputs(directory: Path) -> None:
 def _wait_measuring(child: subprocess.Popen, limit: int | None) -> tuple[int, int, bool]:
     """Wait for `child`, sampling its process tree's resident memory; kill the tree above `limit` bytes.
     Returns the exit code (negative: killed by that signal), the peak bytes and whether the limit was hit."""
+    import psutil
+
     process, peak, over_limit = psutil.Process(child.pid), 0, False
     while True:
         pid, status, usage = os.wait4(child.pid, os.WNOHANG)
@@ -183,7 +183,9 @@ def _wait_measuring(child: subprocess.Popen, limit: int | None) -> tuple[int, in
         time.sleep(POLL_SECONDS)
 
 
-def _tree_resident_bytes(process: psutil.Process) -> int:
+def _tree_resident_bytes(process) -> int:
+    import psutil
+
     total = 0
     try:
         for member in [process, *process.children(recursive=True)]:
@@ -193,7 +195,9 @@ def _tree_resident_bytes(process: psutil.Process) -> int:
     return total
 
 
-def _kill_tree(process: psutil.Process) -> None:
+def _kill_tree(process) -> None:
+    import psutil
+
     try:
         members = [*process.children(recursive=True), process]
     except psutil.Error:
@@ -234,6 +238,6 @@ def _die_with_parent() -> None:
 
 if __name__ == "__main__":
     _die_with_parent()
-    from .register_cli import main
+    from ..apps.register_cli import main
 
     raise SystemExit(main())

@@ -12,7 +12,7 @@ import io
 import os
 from pathlib import Path
 
-from .batch_case import REPORT_DIRECTORY
+from .case import REPORT_DIRECTORY
 
 SUMMARY_NAME = "summary.csv"
 INDEX_NAME = "index.html"
@@ -32,7 +32,7 @@ def pending_row(case: str) -> dict:
 
 
 def summary_row(record: dict, reused: bool) -> dict:
-    """The row of a finished case from its record (see batch_case.case_record)."""
+    """The row of a finished case from its record (see case.case_record)."""
     row = {key: record.get(key, "") for key in ("case", "status", "verdict", "seconds", "peak_memory_mb",
                                                   "attempts", "error")}
     metrics = record.get("metrics") or {}
