@@ -10,7 +10,7 @@ BENCH_CASES ?= 6
 WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
 PYTEST := $(PY) -m pytest -q -n $(WORKERS) --dist loadfile
 
-.PHONY: demo test test-fast lint bench clean
+.PHONY: demo test test-fast lint bench docs clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq python3-venv)
@@ -32,6 +32,9 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PYTEST) -m "not slow"
+
+docs: $(STAMP)
+	$(PY) docs/build_reference.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -30,9 +30,8 @@ from scipy.spatial.transform import Rotation
 
 from CTMRRegistrationLib.batch.case import CaseJob, run_case
 from CTMRRegistrationLib.core import resources
-from CTMRRegistrationLib.core.geometry import matrix_from_sitk
+from CTMRRegistrationLib.core.geometry import matrix_from_sitk, p95_distance
 from CTMRRegistrationLib.core.masks import ct_body_mask
-from CTMRRegistrationLib.core.point_mapping import p95_distance
 
 
 def pair(full_resolution: bool) -> tuple[Path, Path, Path]:

@@ -31,10 +31,9 @@ import numpy as np
 import SimpleITK as sitk
 from scipy.spatial.transform import Rotation
 
-from CTMRRegistrationLib.core.geometry import matrix_from_sitk, transform_points
+from CTMRRegistrationLib.core.geometry import matrix_from_sitk, p95, p95_distance, transform_points
 from CTMRRegistrationLib.core.imaging import shrink_to_spacing
 from CTMRRegistrationLib.core.masks import ct_body_mask
-from CTMRRegistrationLib.core.point_mapping import p95, p95_distance
 from CTMRRegistrationLib.elastix.backends import find_elastix_executable
 from CTMRRegistrationLib.elastix.parameters import read_parameter_file
 from CTMRRegistrationLib.elastix.transforms import sitk_from_transform_map

@@ -10,7 +10,7 @@ chance); the peers with the CT fixed.
 Two errors, p95 in mm over tumour-region points (thigh) or CT-object points inside both crops (phantom):
 against ground truth (the pose composed with the reference) and against the pose composed with our own
 registration of the same crop started at the reference ("from truth"; neither reference is a rigid optimum of
-these images, see the README). A run succeeds when it is within 12 mm of ground truth and within the capture
+these images, see docs/validation.md). A run succeeds when it is within 12 mm of ground truth and within the capture
 bound of the from-truth result (3 mm thigh, 5 mm phantom). A failure is flagged when the exit status is not 0
 (verdict `failed`, mirrored, error); a silent failure is a wrong result with exit status 0.
 """
@@ -25,8 +25,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from CTMRRegistrationLib import RegistrationOptions, register_images
-from CTMRRegistrationLib.core.geometry import matrix_from_sitk, transform_points
-from CTMRRegistrationLib.core.point_mapping import p95, p95_distance
+from CTMRRegistrationLib.core.geometry import matrix_from_sitk, p95, p95_distance, transform_points
 
 GROUND_TRUTH_MM = 12.0
 THIGH_CAPTURE_MM, PHANTOM_CAPTURE_MM = 3.0, 5.0

@@ -25,9 +25,8 @@ import SimpleITK as sitk
 from capture_benchmark import HERE, data_dir, move_header, timed
 from scipy.spatial.transform import Rotation
 
-from CTMRRegistrationLib.core.geometry import matrix_from_sitk, transform_points
+from CTMRRegistrationLib.core.geometry import matrix_from_sitk, p95_distance, transform_points
 from CTMRRegistrationLib.core.masks import ct_body_mask
-from CTMRRegistrationLib.core.point_mapping import p95_distance
 from CTMRRegistrationLib.elastix.backends import find_elastix_executable
 from CTMRRegistrationLib.elastix.parameters import read_parameter_file, write_parameter_file
 from CTMRRegistrationLib.elastix.transforms import sitk_from_transform_map

@@ -1,4 +1,4 @@
-"""Fault probe: run `ctmr-register` and `ctmr-qa` on the catalogue of hostile-but-fair inputs of issue 15 and
+"""Fault probe: run `ctmr-register` and `ctmr-qa` on the catalogue of hostile-but-fair inputs and
 print one row per probe: exit code (and the one expected), whether any output or partial file was left,
 whether the inputs are unchanged, and the first line of the error or warning. The next probe run starts
 from this table.

@@ -35,10 +35,9 @@ import SimpleITK as sitk
 from scipy.spatial.transform import Rotation
 
 from CTMRRegistrationLib.core import resources
-from CTMRRegistrationLib.core.geometry import matrix_from_sitk
+from CTMRRegistrationLib.core.geometry import matrix_from_sitk, p95_distance
 from CTMRRegistrationLib.core.imaging import resample_isotropic, shrink_to_spacing
 from CTMRRegistrationLib.core.masks import ct_body_mask
-from CTMRRegistrationLib.core.point_mapping import p95_distance
 from CTMRRegistrationLib.qa.assess import QAOptions, assess
 from CTMRRegistrationLib.qa.images import QA_SPACING_MM
 from CTMRRegistrationLib.qa.verdict import LIMITS

@@ -6,9 +6,8 @@ the pocket in the CT (fat or muscle; with each result's mean error vector there)
 (CENTRAL_MR_Z_MM). Beside them, the floor the pairs set themselves: each MR point predicted from the
 other pairs by a smoothed thin-plate spline (leave one out), i.e. what their own neighbours explain.
 
-The central slab is a calibration, not ground truth of its own: there, the code on which issue 14 was reported
-(1f835e6, `ctmr-register` defaults) reads rigid 2.56, +affine 3.74, +deformable 4.01 mm, against the issue's
-2.56 / 4.07 / 4.44 on its 69 hidden pairs; over all pairs it reads 3.65 / 4.21 / 3.98.
+The central slab is a calibration, not ground truth of its own (docs/validation.md compares it with held-out
+pairs).
 
     CTMR_SHARED_DATA=../shared/data/mridir-porcine python bench/score_landmarks.py RESULT.h5 [RESULT2.tfm ...]
 """

@@ -11,11 +11,11 @@ from pathlib import Path
 
 from ..core.errors import InputError
 from ..core.imaging import MODALITIES
+from ..core.masks import MASK_MODES
 from ..core.output_files import check_output_file, check_output_folder
 from ..dicom.inputs import is_dicom_input
 from ..elastix.backends import BACKENDS, ElastixBackend, choose_backend
 from ..mrml.node_io import TRANSFORM_OUTPUT_SUFFIXES
-from ..registration.user_masks import MASK_MODES
 
 VOLUME_SUFFIXES = (".nrrd", ".nii", ".nii.gz", ".mha")
 FILE_OUTPUTS = {
@@ -46,9 +46,10 @@ def renamed(new: str, flag_value=None) -> type[argparse.Action]:
     return Renamed
 
 
-def add_renamed(parser: argparse.ArgumentParser, old: str, new: str, flag_value=None, **keywords) -> None:
-    """Accept the old option name `old` for `new`, hidden from --help."""
-    dest = new.lstrip("-").replace("-", "_")
+def add_renamed(parser: argparse.ArgumentParser, old: str, new: str, flag_value=None, dest: str | None = None,
+                **keywords) -> None:
+    """Accept the old option name `old` for `new` (stored in `dest`, by default new's), hidden from --help."""
+    dest = dest or new.lstrip("-").replace("-", "_")
     parser.add_argument(old, dest=dest, action=renamed(new, flag_value), help=argparse.SUPPRESS, **keywords)
 
 

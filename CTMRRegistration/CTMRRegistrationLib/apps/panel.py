@@ -24,6 +24,7 @@ from slicer import (
 
 from ..core.errors import InputError
 from ..core.imaging import resample_on_grid
+from ..core.masks import MASK_MODES
 from ..elastix.backends import BACKENDS
 from ..mrml.crop_roi import cropped_volume
 from ..mrml.dicom_nodes import export_dicom_registration
@@ -33,7 +34,6 @@ from ..mrml.scene_registration import SceneRegistrationResult
 from ..qa.pictures import checkerboard
 from ..qa.report import REPORT_NAME
 from ..registration.pipeline import BIAS_CORRECTIONS, INITIALIZATIONS, CancelledCallback, ProgressCallback
-from ..registration.user_masks import MASK_MODES
 
 
 def _choice(default: str, choices: tuple[str, ...]):

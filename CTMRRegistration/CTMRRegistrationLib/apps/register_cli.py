@@ -41,7 +41,7 @@ from ..core.imaging import mask_points
 from ..core.output_files import write_atomically, write_folder_atomically, write_text_atomically
 from ..dicom.inputs import read_initial_matrix
 from ..dicom.registration_objects import write_registration_object
-from ..elastix.export import write_elastix_transform
+from ..elastix.transforms import write_elastix_transform
 from ..mrml import node_io as mrml_io
 from ..mrml.dicom_nodes import load_input_volume
 from ..mrml.logic import RegistrationLogic
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     arguments.add_renamed(parser, "--init", "--initialization", choices=INITIALIZATIONS)
     parser.add_argument("--use-masks", action=argparse.BooleanOptionalAction, default=True,
                         help="restrict elastix to the foreground masks (default: yes)")
-    arguments.add_renamed(parser, "--no-masks", "--no-use-masks", flag_value=False)
+    arguments.add_renamed(parser, "--no-masks", "--no-use-masks", flag_value=False, dest="use_masks")
     parser.add_argument("--crop", action=argparse.BooleanOptionalAction, default=True,
                         help="register only the region both objects share at the start pose (default: yes)")
     parser.add_argument("--crop-roi", type=Path, help="markups ROI (.mrk.json) in FIXED's frame: register within it "

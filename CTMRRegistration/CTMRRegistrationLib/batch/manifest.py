@@ -26,16 +26,16 @@ from ..core.resources import VERSION
 
 REQUIRED_COLUMNS = ("case", "fixed", "moving")
 PATH_COLUMNS = ("fixed", "moving", "fixed_landmarks", "moving_landmarks", "fixed_targets", "moving_targets",
-                "fixed_seg", "moving_seg", "fixed_mask", "moving_mask")
+                "fixed_segmentation", "moving_segmentation", "fixed_seg", "moving_seg", "fixed_mask", "moving_mask")
 VALUE_COLUMNS = ("stages",)
 CASE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-OPTION_OF_COLUMN = {"fixed_seg": "--fixed-segmentation", "moving_seg": "--moving-segmentation"}
+OPTION_OF_COLUMN = {"fixed_seg": "--fixed-segmentation", "moving_seg": "--moving-segmentation"}  # older names
 CHUNK = 1 << 20
 
 
 def option_name(column: str) -> str:
-    """The `ctmr-register` option a manifest column maps to: fixed_landmarks -> --fixed-landmarks,
-    fixed_seg -> --fixed-segmentation."""
+    """The `ctmr-register` option a manifest column maps to: fixed_landmarks -> --fixed-landmarks (fixed_seg, an
+    older column name, -> --fixed-segmentation)."""
     return OPTION_OF_COLUMN.get(column, "--" + column.replace("_", "-"))
 
 
@@ -101,7 +101,8 @@ def _check_header(name: str, line: int, columns: list[str]) -> list[str]:
     if unknown:
         raise InputError(f"{name} line {line}: unknown column(s) {', '.join(unknown)} "
                          f"(known: {', '.join(sorted(known))})")
-    repeated = sorted({column for column in columns if columns.count(column) > 1})
+    options = [option_name(column) for column in columns]  # fixed_seg and fixed_segmentation are one option
+    repeated = sorted({column for column, option in zip(columns, options) if options.count(option) > 1})
     if repeated:
         raise InputError(f"{name} line {line}: column(s) {', '.join(repeated)} appear twice in the header")
     return columns

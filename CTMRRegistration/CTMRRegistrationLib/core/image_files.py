@@ -1,4 +1,4 @@
-"""Volume files checked before they are loaded: whole, 3-D, scalar and finite.
+"""Volume files checked ahead of loading: whole, 3-D, scalar and finite.
 
 ITK and Slicer read a truncated compressed file without complaint (the missing voxels become zeros) and
 Slicer's NIfTI reader turns NaN into zeros, so both are checked here on the file itself: compressed voxel

@@ -29,10 +29,12 @@ def sample_data_dir() -> Path:
 
 
 def sample_ct_path() -> Path:
+    """The bundled porcine CT (2 mm voxels)."""
     return sample_data_dir() / "porcine_ct_2mm.nii.gz"
 
 
 def sample_mr_path() -> Path:
+    """The bundled porcine T2 MR (2 mm voxels)."""
     return sample_data_dir() / "porcine_mr_t2_2mm.nii.gz"
 
 

@@ -19,8 +19,7 @@ from typing import Protocol
 from ..core.errors import Cancelled, InputError
 from ..core.resources import running_in_slicer
 from .executable import EXE_SUFFIX, ElastixExecutable, executable_at, run_elastix_executable
-from .job import ElastixJob
-from .parameters import ParameterMap
+from .parameters import ElastixJob, ParameterMap
 
 BACKENDS = ("auto", "elastix", "itk-elastix")
 ELASTIX_ENVIRONMENT_VARIABLE = "CTMR_ELASTIX"

@@ -24,8 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..core.errors import Cancelled, InputError, NoOverlapError, RegistrationError
-from .job import ElastixJob
-from .parameters import ParameterMap, read_parameter_file, write_parameter_file
+from .parameters import ElastixJob, ParameterMap, read_parameter_file, write_parameter_file
 
 NO_OVERLAP_SIGNS = ("Too many samples map outside moving image buffer", "outside the moving image")
 CANCEL_POLL_SECONDS = 0.1
@@ -161,7 +160,7 @@ def _run(command, environment, tracker: ElastixProgress, progress, cancelled, ti
                     progress(fraction)
         except BaseException:
             process.kill()
-            reader.join(timeout=5)  # let the reader see the end of the output before the pipe closes
+            reader.join(timeout=5)  # the reader must see the output's end while the pipe is open
             raise
         process.wait()
     return "".join(seen[-200:]), process.returncode

@@ -1,13 +1,30 @@
-"""Elastix parameter files: read them into maps, write maps back. One format for every backend."""
+"""Elastix parameter files: read them into maps, write maps back, and what one registration needs (ElastixJob).
+One format for every backend."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
+
+import SimpleITK as sitk
 
 from ..core.errors import InputError
 
 ParameterMap = dict[str, list[str]]
+
+
+@dataclass
+class ElastixJob:
+    """Register `moving` to `fixed` with `parameter_maps` in turn, from an optional initial transform."""
+
+    fixed: sitk.Image
+    moving: sitk.Image
+    parameter_maps: list[ParameterMap]
+    initial_transform_map: ParameterMap | None = None
+    fixed_mask: sitk.Image | None = None
+    moving_mask: sitk.Image | None = None
+    threads: int | None = None
 
 _ENTRY = re.compile(r"^\s*\((\w+)((?:\s+(?:\"[^\"]*\"|[^\s\")]+))*)\s*\)")
 _VALUE = re.compile(r"\"([^\"]*)\"|([^\s\"]+)")

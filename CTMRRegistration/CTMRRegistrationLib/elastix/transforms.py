@@ -1,13 +1,17 @@
-"""Elastix TransformParameters maps <-> SimpleITK transforms (both resampling transforms, LPS)."""
+"""Elastix TransformParameters maps <-> SimpleITK transforms (both resampling transforms, LPS), and a result
+written as files for transformix."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
 from ..core.errors import RegistrationError
 from ..core.geometry import matrix_from_sitk, sitk_from_matrix
-from .parameters import ParameterMap
+from ..core.output_files import write_text_atomically
+from .parameters import ParameterMap, format_parameter_map
 
 
 def _floats(parameters: ParameterMap, key: str) -> list[float]:
@@ -142,3 +146,20 @@ def elastix_transform_maps(transform: sitk.Transform, reference: sitk.Image) -> 
         else:
             raise RegistrationError(f"a {member.GetName()} has no elastix TransformParameters form")
     return maps
+
+
+def write_elastix_transform(transform: sitk.Transform, reference: sitk.Image, path) -> list[Path]:
+    """Write the fixed->moving `transform` (LPS) so that `transformix -tp PATH -in MOVING` resamples MOVING on
+    `reference`'s grid as SimpleITK and Slicer do. A chain (linear part, then B-spline) is written as
+    PATH plus PATH's stem + '.0.txt', ... that PATH names as its initial transform (absolute paths).
+    Returns the files written, the one to pass to transformix last. Each file is written atomically."""
+    path = Path(path).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    maps = elastix_transform_maps(transform, reference)
+    written: list[Path] = []
+    for index, parameters in enumerate(maps):
+        target = path if index == len(maps) - 1 else path.with_name(f"{path.stem}.{index}.txt")
+        if written:
+            parameters = parameters | {"InitialTransformParametersFileName": [str(written[-1])]}
+        written.append(write_text_atomically(target, format_parameter_map(parameters)))
+    return written

@@ -10,8 +10,7 @@ import SimpleITK as sitk
 
 from ..core.errors import NoOverlapError, RegistrationError
 from .executable import NO_OVERLAP_SIGNS, log_tail
-from .job import ElastixJob
-from .parameters import ParameterMap, write_parameter_file
+from .parameters import ElastixJob, ParameterMap, write_parameter_file
 
 
 def _itk_image(image: sitk.Image, pixel_type):

@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..core.point_mapping import distances
+from ..core.geometry import distances
 from .fit import check_landmarks, linear_fit
 
 SWAP_GAIN = 0.5  # a swap is reported when exchanging two points at least halves the RMS error ...
-SWAP_MIN_RMS_MM = 0.5  # ... and the RMS error before the swap is above this
+SWAP_MIN_RMS_MM = 0.5  # ... and the RMS error without the swap is above this
 SPREAD_RATIO = 0.15  # an RMS error above this fraction of the points' spread means they hardly correspond
 SCALE_WARNING = 1.5  # a similarity scale beyond 1/1.5 .. 1.5 suggests different units or spacing
 

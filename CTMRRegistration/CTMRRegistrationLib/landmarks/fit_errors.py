@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.errors import CTMRError, InputError
-from ..core.point_mapping import distances
+from ..core.geometry import distances
 from .fit import LandmarkTransform, as_points, fit_landmark_transform
 
 PARAMETERS = {"rigid": 6, "similarity": 7, "affine": 12}

@@ -22,13 +22,11 @@ import SimpleITK as sitk
 from scipy.spatial.transform import Rotation
 
 from ..core.errors import NoOverlapError
-from ..core.geometry import matrix_from_sitk, sitk_from_matrix
+from ..core.geometry import map_points, matrix_from_sitk, p95, p95_distance, sitk_from_matrix
 from ..core.imaging import in_view_mask
-from ..core.point_mapping import map_points, p95, p95_distance
 from ..core.resources import parameter_file
 from ..elastix.backends import ElastixBackend
-from ..elastix.job import ElastixJob
-from ..elastix.parameters import read_parameter_file
+from ..elastix.parameters import ElastixJob, read_parameter_file
 from ..elastix.transforms import linear_transform_map, sitk_from_transform_map
 from .images import QAImages
 

@@ -17,20 +17,13 @@ from dataclasses import replace
 import numpy as np
 import SimpleITK as sitk
 
-from ..core.errors import NoOverlapError
+from ..registration.initialization import try_candidate_starts
 from ..registration.pipeline import RegistrationOptions, RegistrationResult, register_images
 from .assess import QAResult
 from .verdict import CHECK, FAILED, OK
 
 MAX_TRIES = 3
 VERDICT_ORDER = {OK: 0, CHECK: 1, FAILED: 2}
-
-
-def _start_pose(candidate: dict, result: RegistrationResult) -> np.ndarray:
-    """The candidate's fixed->moving matrix in the requested direction (the search runs with the CT fixed)."""
-    matrix = np.asarray(candidate["matrix"], dtype=float)
-    swapped = (result.fixed_modality, result.moving_modality) == ("MR", "CT")
-    return np.linalg.inv(matrix) if swapped else matrix
 
 
 def retry_if_failed(
@@ -47,27 +40,26 @@ def retry_if_failed(
     assesses one result (as the caller assessed `result`). The winner's metrics["initialization"]
     ["second_chance"] says what was tried and why the winner won."""
     initialization = result.metrics.get("initialization", {})
-    candidates = [c for c in initialization.get("alternatives", []) if options.accept_mirror or not c["mirrored"]]
-    if qa.verdict != FAILED or not candidates or options.initial_matrix is not None:
+    if qa.verdict != FAILED or not initialization.get("alternatives") or options.initial_matrix is not None:
         return result, qa
     started = time.perf_counter()
+
+    def attempt(start: np.ndarray) -> tuple[RegistrationResult, QAResult]:
+        retry = register_images(fixed, moving, replace(options, initial_matrix=start), cancelled=cancelled)
+        return retry, assess_result(retry)
+
+    swapped = (result.fixed_modality, result.moving_modality) == ("MR", "CT")  # the search ran CT-fixed
+    starts = try_candidate_starts(initialization, swapped, attempt, done=lambda outcome: outcome[1].verdict != FAILED,
+                                  include_mirrored=options.accept_mirror, limit=MAX_TRIES)
+    if not starts:
+        return result, qa
     tried = [{"start": "search winner", "score": initialization.get("score"), "verdict": qa.verdict,
               "reasons": qa.reasons}]
-    assessed = [(result, qa, tried[0]["start"], False)]  # (result, its assessment, its start, mirrored)
-    for rank, candidate in enumerate(candidates[:MAX_TRIES], start=2):
-        start = f"search candidate {rank}" + (" (mirrored)" if candidate["mirrored"] else "")
-        try:
-            retry = register_images(fixed, moving, replace(options, initial_matrix=_start_pose(candidate, result)),
-                                    cancelled=cancelled)
-        except NoOverlapError as error:  # this start leads nowhere; the others may
-            tried.append({"start": start, "score": candidate["score"], "verdict": None, "reasons": [str(error)]})
-            continue
-        retry_qa = assess_result(retry)
-        assessed.append((retry, retry_qa, start, candidate["mirrored"]))
-        tried.append({"start": start, "score": candidate["score"], "verdict": retry_qa.verdict,
-                      "reasons": retry_qa.reasons})
-        if retry_qa.verdict != FAILED:
-            break
+    tried += [{"start": start.label, "score": start.candidate["score"],
+               "verdict": None if start.error else start.outcome[1].verdict,
+               "reasons": [str(start.error)] if start.error else start.outcome[1].reasons} for start in starts]
+    assessed = [(result, qa, "search winner", False)] + [
+        (*start.outcome, start.label, start.candidate["mirrored"]) for start in starts if start.error is None]
     best = min(range(len(assessed)), key=lambda i: (VERDICT_ORDER[assessed[i][1].verdict], i))
     winner, winner_qa, winning_start, mirrored = assessed[best]
     winner.metrics["initialization"] = initialization | {"second_chance": {

@@ -17,6 +17,7 @@ Everything is deterministic.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -247,3 +248,36 @@ def search_initialization(
     if mirror is not None and details["mirror"]["mirrored"]:
         return Initialization(reflect @ mirror.matrix, "search", mirrored=True, details=details)
     return Initialization(proper.matrix, "search", details=details)
+
+
+@dataclass
+class CandidateStart:
+    """One start from the pose search's next candidates: its label, the candidate, and what came of it."""
+
+    label: str  # "search candidate 2", "search candidate 3 (mirrored)", ...
+    candidate: dict
+    outcome: object = None  # what the attempt returned
+    error: NoOverlapError | None = None  # the attempt lost the overlap
+
+
+def try_candidate_starts(search: dict, swapped: bool, attempt: Callable[[np.ndarray], object],
+                         done: Callable[[object], bool], include_mirrored: bool = False,
+                         limit: int = ALTERNATIVES) -> list[CandidateStart]:
+    """The one walk over the search's next candidates (`search["alternatives"]`, in rank order; mirrored ones
+    only with `include_mirrored`, at most `limit`): `attempt(start)` from each, where `start` is the fixed->moving
+    matrix in the requested direction (`swapped`: the search ran with the images exchanged), until
+    `done(outcome)`. A start whose registration loses the overlap is kept with its error and the next is tried."""
+    tried = []
+    candidates = [c for c in search.get("alternatives", []) if include_mirrored or not c["mirrored"]]
+    for rank, candidate in enumerate(candidates[:limit], start=2):
+        matrix = np.asarray(candidate["matrix"], dtype=float)
+        label = f"search candidate {rank}" + (" (mirrored)" if candidate["mirrored"] else "")
+        try:
+            outcome = attempt(np.linalg.inv(matrix) if swapped else matrix)
+        except NoOverlapError as error:
+            tried.append(CandidateStart(label, candidate, error=error))
+            continue
+        tried.append(CandidateStart(label, candidate, outcome))
+        if done(outcome):
+            break
+    return tried

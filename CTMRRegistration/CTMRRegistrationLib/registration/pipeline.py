@@ -33,18 +33,16 @@ from ..core.imaging import (
     resample_on_grid,
     shrink_to_spacing,
 )
-from ..core.masks import away_from_ct_padding, foreground_mask
+from ..core.masks import away_from_ct_padding, check_user_masks, combine_masks, foreground_mask
 from ..core.resources import parameter_file
 from ..elastix.backends import ElastixBackend, choose_backend
-from ..elastix.job import ElastixJob
 from ..elastix.parameter_checks import check_parameter_map
-from ..elastix.parameters import ParameterMap, read_parameter_file
+from ..elastix.parameters import ElastixJob, ParameterMap, read_parameter_file
 from ..elastix.transforms import compose, is_linear, linear_transform_map, sitk_from_transform_map
 from . import initialization, input_checks
 from .bias_field import TISSUE_DETAIL, estimate_log_bias_field, remove_bias_field
 from .common_region import crop_boxes, crop_to_points
 from .stage_guard import EdgeCue, guard_stage, skipped_for_partial_views
-from .user_masks import check_user_masks, combine_masks
 
 ProgressCallback = Callable[[float, str], None]
 CancelledCallback = Callable[[], bool]
@@ -273,20 +271,18 @@ def register_images(
 def _register_from_other_candidates(fixed, moving, options: RegistrationOptions, error: NoOverlapError,
                                     progress, cancelled) -> RegistrationResult:
     """The registration from the first of `error.search`'s next candidates that overlaps; `error` if none does."""
-    candidates = [c for c in error.search.get("alternatives", []) if not c["mirrored"]]
-    for rank, candidate in enumerate(candidates[:NO_OVERLAP_TRIES], start=2):
-        start = np.asarray(candidate["matrix"], dtype=float)
-        try:
-            result = _register(fixed, moving, replace(options, initial_matrix=np.linalg.inv(start) if error.swapped
-                                                      else start), progress, cancelled)
-        except NoOverlapError:
-            continue
-        result.metrics["initialization"] = error.search | {
-            "alternatives": [c for c in error.search["alternatives"] if c is not candidate],
-            "started_from": {"start": f"search candidate {rank}", "because": f"from the search winner, {error}"},
-        }
-        return result
-    raise error
+    tried = initialization.try_candidate_starts(
+        error.search, error.swapped, limit=NO_OVERLAP_TRIES, done=lambda result: True,
+        attempt=lambda start: _register(fixed, moving, replace(options, initial_matrix=start), progress, cancelled))
+    overlapping = [start for start in tried if start.error is None]
+    if not overlapping:
+        raise error
+    chosen = overlapping[0]
+    chosen.outcome.metrics["initialization"] = error.search | {
+        "alternatives": [c for c in error.search["alternatives"] if c is not chosen.candidate],
+        "started_from": {"start": chosen.label, "because": f"from the search winner, {error}"},
+    }
+    return chosen.outcome
 
 
 def _register(fixed: sitk.Image, moving: sitk.Image, options: RegistrationOptions,
@@ -408,7 +404,7 @@ class _StageRunner:
         the fixed object whatever the rotation: the result is initial(bspline(x))."""
         low, high = self.spans[stage]
         message = f"{stage} registration (elastix)"
-        # the first fine stage builds the 1 mm images and their tissue bias field (about 10 s on the porcine pair)
+        # the first fine stage builds the 1 mm images and their tissue bias field (seconds: done once)
         if stage in FINE_STAGES:
             self.start(stage, low, f"{stage} registration: preparing the {FINE_SPACING_MM:g} mm images")
             inputs = inputs.for_stage(stage)
@@ -455,8 +451,7 @@ class _StageRunner:
         """Where elastix samples the fixed image: its mask (when masks are on), and for the stages of
         VIEW_MARGIN_MM where `initial` maps that margin inside the moving image, for those of
         CT_PADDING_MARGIN_MM clear of a CT's padding. Elastix drops samples that leave a partial moving image,
-        which rewards transforms that push them out (a thigh's affine stage ended 6.5 mm from a known warp in
-        the MR's view; 1.5 with this). The rigid stage keeps the moving mask instead."""
+        which rewards transforms that push them out. The rigid stage keeps the moving mask instead."""
         region = inputs.fixed_mask if self.options.use_masks else None
         if stage in VIEW_MARGIN_MM:
             in_view = in_view_mask(inputs.fixed, inputs.moving, initial, VIEW_MARGIN_MM[stage])
@@ -501,8 +496,8 @@ def _use_bias_correction(options: RegistrationOptions, modality: str) -> bool:
 def _fine_inputs(coarse: _ElastixInputs, fixed: sitk.Image, moving: sitk.Image, modalities,
                  options: RegistrationOptions, corrected: set[str]) -> _ElastixInputs:
     """The region of `coarse` cut from the input images `fixed` and `moving` on their FINE_SPACING_MM grids,
-    with foreground masks found on those grids (a 2 mm mask's blocky outline cost the deformable stage 0.4 mm
-    at the phantom's air pockets); the `corrected` roles divided by a bias field of TISSUE_DETAIL; each image's
+    with foreground masks found on those grids (a 2 mm mask's blocky outline costs the fine stages accuracy);
+    the `corrected` roles divided by a bias field of TISSUE_DETAIL; each image's
     INTENSITY_PERCENT window within its mask."""
     images, masks = [], []
     for role, image, grid, modality in zip(("fixed", "moving"), (fixed, moving), (coarse.fixed, coarse.moving),

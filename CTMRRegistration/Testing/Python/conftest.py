@@ -10,8 +10,8 @@ from scipy.spatial.transform import Rotation
 
 from CTMRRegistrationLib.core import resources
 from CTMRRegistrationLib.core.geometry import matrix_from_sitk
+from CTMRRegistrationLib.core.geometry import p95_distance as p95_distance  # the tests import it from here
 from CTMRRegistrationLib.core.masks import ct_body_mask
-from CTMRRegistrationLib.core.point_mapping import p95_distance as p95_distance  # the tests import it from here
 from CTMRRegistrationLib.mrml.scene import create_headless_context
 
 

@@ -16,9 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
-from CTMRRegistrationLib.core.geometry import transform_points
+from CTMRRegistrationLib.core.geometry import p95, transform_points
 from CTMRRegistrationLib.core.masks import foreground_mask
-from CTMRRegistrationLib.core.point_mapping import p95
 
 PHANTOM_SCALING = (0.975, 1.0, 1.03)  # x narrower, z longer (LPS axes), as the phantom's MR vs its CT
 WARP_MESH = (3, 3, 3)  # B-spline mesh cells over the MR's object box: control points ~50-80 mm apart

@@ -57,13 +57,18 @@ def test_malformed_manifest_names_its_line(tmp_path, text, message):
 
 
 def test_every_optional_column_maps_to_a_ctmr_register_option(tmp_path):
-    columns = ("case", *PATH_COLUMNS, *VALUE_COLUMNS)
-    values = ["a", *(f"{column}.nrrd" for column in PATH_COLUMNS), "rigid"]
-    [case] = read_manifest(manifest(tmp_path, ",".join(columns) + "\n" + ",".join(values) + "\n"))
-    arguments = case.optional_arguments()
-    assert arguments[arguments.index("--fixed-segmentation") + 1] == str(tmp_path / "fixed_seg.nrrd")
-    assert arguments[arguments.index("--moving-segmentation") + 1] == str(tmp_path / "moving_seg.nrrd")
-    cli.check_columns_known(tmp_path / "cases.csv", [case])  # ctmr-register takes every one of them
+    for older in (False, True):  # fixed_seg and moving_seg: the older names of the segmentation columns
+        paths = [c for c in PATH_COLUMNS if c.endswith("_seg") == older or not c.endswith(("_seg", "_segmentation"))]
+        values = ["a", *(f"{column}.nrrd" for column in paths), "rigid"]
+        text = ",".join(("case", *paths, *VALUE_COLUMNS)) + "\n" + ",".join(values) + "\n"
+        [case] = read_manifest(manifest(tmp_path, text))
+        arguments = case.optional_arguments()
+        fixed_column = "fixed_seg" if older else "fixed_segmentation"
+        assert arguments[arguments.index("--fixed-segmentation") + 1] == str(tmp_path / f"{fixed_column}.nrrd")
+        assert arguments.count("--moving-segmentation") == 1
+        cli.check_columns_known(tmp_path / "cases.csv", [case])  # ctmr-register takes every one of them
+    with pytest.raises(InputError, match="appear twice"):
+        read_manifest(manifest(tmp_path, "case,fixed,moving,fixed_seg,fixed_segmentation\na,f,m,s,t\n"))
 
 
 def test_command_exits_2_before_any_work(tmp_path, capsys):

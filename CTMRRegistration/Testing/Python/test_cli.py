@@ -3,13 +3,15 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 from conftest import p95_distance
 
-from CTMRRegistrationLib.apps.register_cli import EXIT_FAILED, EXIT_INPUT, main
+from CTMRRegistrationLib import InputError, RegistrationLogic
+from CTMRRegistrationLib.apps.register_cli import EXIT_FAILED, EXIT_INPUT, build_parser, main
 from CTMRRegistrationLib.core import resources
 from CTMRRegistrationLib.core.geometry import matrix_from_sitk
 
@@ -93,3 +95,24 @@ def test_module_entry_point_help():
     completed = subprocess.run([sys.executable, "-m", "CTMRRegistrationLib", "--help"],
                                capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0 and "--output-transform" in completed.stdout
+
+
+@pytest.mark.parametrize("old, new, value", [
+    (["--init", "center"], "initialization", "center"), (["--no-masks"], "use_masks", False),
+    (["--report", "qa"], "report_folder", Path("qa")),
+    (["--fixed-seg", "s.nrrd"], "fixed_segmentation", Path("s.nrrd")),
+    (["--output-crop-roi", "r.mrk.json"], "registered_region", Path("r.mrk.json")),
+    (["--elastix", "/opt/elastix"], "elastix_executable", Path("/opt/elastix")),
+])
+def test_old_option_names_still_work_with_a_warning(capsys, old, new, value):
+    args = build_parser().parse_args(old)
+    assert getattr(args, new) == value
+    assert f"{old[0]} is deprecated" in capsys.readouterr().err
+
+
+def test_old_register_keywords_still_work_with_a_warning(context):
+    with pytest.warns(DeprecationWarning, match="'report_directory' is deprecated, use 'report_folder'"):
+        with pytest.raises(InputError, match="a report needs the quality assessment"):
+            RegistrationLogic(context).register(None, None, report_directory="qa", qa=False)
+    with pytest.raises(TypeError, match="no_such_option"):
+        RegistrationLogic(context).register(None, None, no_such_option=1)

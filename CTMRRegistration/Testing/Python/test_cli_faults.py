@@ -1,4 +1,4 @@
-"""The fault catalogue of issue 15 against the command-line tools: each case asserts the exit code, a one-line
+"""The fault catalogue against the command-line tools: each case asserts the exit code, a one-line
 message naming the cause, that no partial output exists and that no input changed."""
 
 import hashlib
@@ -28,8 +28,7 @@ from CTMRRegistrationLib.elastix.executable import (
     run_elastix_executable,
     time_limit_seconds,
 )
-from CTMRRegistrationLib.elastix.job import ElastixJob
-from CTMRRegistrationLib.elastix.parameters import read_parameter_file
+from CTMRRegistrationLib.elastix.parameters import ElastixJob, read_parameter_file
 from CTMRRegistrationLib.registration.input_checks import check_mirror_evidence
 
 CT, MR = str(resources.sample_ct_path()), str(resources.sample_mr_path())

@@ -13,8 +13,7 @@ from CTMRRegistrationLib.core.geometry import matrix_from_sitk
 from CTMRRegistrationLib.core.resources import parameter_file
 from CTMRRegistrationLib.elastix.backends import choose_backend, find_elastix_executable
 from CTMRRegistrationLib.elastix.executable import ElastixProgress
-from CTMRRegistrationLib.elastix.job import ElastixJob
-from CTMRRegistrationLib.elastix.parameters import read_parameter_file
+from CTMRRegistrationLib.elastix.parameters import ElastixJob, read_parameter_file
 from CTMRRegistrationLib.elastix.transforms import sitk_from_transform_map
 
 needs_executable = pytest.mark.skipif(shutil.which("elastix") is None, reason="no elastix executable on PATH")

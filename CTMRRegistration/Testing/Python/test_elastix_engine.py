@@ -16,10 +16,13 @@ from CTMRRegistrationLib.core.geometry import matrix_from_sitk, transform_points
 from CTMRRegistrationLib.core.imaging import resample_on_grid
 from CTMRRegistrationLib.core.masks import ct_body_mask, foreground_mask
 from CTMRRegistrationLib.elastix.backends import WheelBackend, choose_backend
-from CTMRRegistrationLib.elastix.export import write_elastix_transform
-from CTMRRegistrationLib.elastix.job import ElastixJob
-from CTMRRegistrationLib.elastix.parameters import read_parameter_file, write_parameter_file
-from CTMRRegistrationLib.elastix.transforms import is_linear, linear_transform_map, sitk_from_transform_map
+from CTMRRegistrationLib.elastix.parameters import ElastixJob, read_parameter_file, write_parameter_file
+from CTMRRegistrationLib.elastix.transforms import (
+    is_linear,
+    linear_transform_map,
+    sitk_from_transform_map,
+    write_elastix_transform,
+)
 from CTMRRegistrationLib.mrml.transform_nodes import inverse_transform_node, new_transform_node
 
 pytestmark = pytest.mark.slow  # real registrations of the bundled pair

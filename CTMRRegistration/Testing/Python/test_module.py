@@ -23,6 +23,7 @@ from CTMRRegistrationLib.apps import panel
 from CTMRRegistrationLib.apps.panel import PanelSettings, registration_arguments
 from CTMRRegistrationLib.core import resources
 from CTMRRegistrationLib.core.errors import InputError
+from CTMRRegistrationLib.core.masks import MASK_MODES
 from CTMRRegistrationLib.elastix.backends import BACKENDS
 from CTMRRegistrationLib.mrml.nodes import add_volume_from_sitk, sitk_from_volume
 from CTMRRegistrationLib.mrml.scene_registration import SceneRegistrationResult
@@ -30,7 +31,6 @@ from CTMRRegistrationLib.qa.assess import QAResult
 from CTMRRegistrationLib.qa.overlay import normalise
 from CTMRRegistrationLib.qa.pictures import checkerboard
 from CTMRRegistrationLib.registration.pipeline import BIAS_CORRECTIONS, INITIALIZATIONS, presets_by_stage
-from CTMRRegistrationLib.registration.user_masks import MASK_MODES
 
 MODULE_DIR = Path(__file__).resolve().parents[2]
 MODULE_FILE = MODULE_DIR / "CTMRRegistration.py"

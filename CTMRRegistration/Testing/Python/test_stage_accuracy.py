@@ -98,8 +98,7 @@ def full_resolution_run(full_resolution_phantom, reference_ct_to_mr):
 def test_each_stage_brings_the_phantom_air_pockets_closer(full_resolution_run):
     """Air pockets located independently in the phantom's full-resolution CT and MR (84 pairs; localisation
     error median 0.29 mm; bench/porcine_landmarks.py): rigid, then the guarded affine and deformable stages on
-    their 1 mm grid, each lowers the mean TRE of the stage before (here 3.67 -> 2.92 -> 2.07 mm; before the
-    intensity window and the tissue bias field the deformable stage read 2.37, which the last bound rejects)."""
+    their 1 mm grid, each lowers the mean TRE of the stage before (docs/validation.md has the figures)."""
     pairs = json.loads(AIR_POCKETS.read_text())
     ct_points, mr_points = np.array(pairs["ct_points_lps"]), np.array(pairs["mr_points_lps"])
 
@@ -123,9 +122,8 @@ def test_each_stage_brings_the_phantom_air_pockets_closer(full_resolution_run):
 def test_deformable_stage_recovers_a_known_warp_of_the_full_resolution_mr(full_resolution_phantom,
                                                                          full_resolution_run, reference_ct_to_mr,
                                                                          ct_object_points):
-    """The same recovery at full resolution, where the stage runs on its 1 mm grid (p95 1.19 mm measured with
-    this warp; 1.47 before the intensity window, the tissue bias field and 12000 samples. The largest errors lie
-    within 20 mm of the MR's first slice, which its 2.5 mm slices and one-sided data leave loosely held)."""
+    """The same recovery at full resolution, where the stage runs on its 1 mm grid. The largest errors lie
+    within 20 mm of the MR's first slice, which its 2.5 mm slices and one-sided data leave loosely held."""
     ct, mr = full_resolution_phantom
     warp = synthetic_warp(mr, "MR", seed=2)
     warped = _register(ct, warp.deformed, reference_ct_to_mr, FULL)

@@ -11,8 +11,7 @@ from conftest import move_header, p95_distance, rigid_pose
 
 from CTMRRegistrationLib.apps.register_cli import main
 from CTMRRegistrationLib.core.errors import InputError
-from CTMRRegistrationLib.core.masks import mr_foreground_mask
-from CTMRRegistrationLib.registration.user_masks import check_user_masks, combine_masks
+from CTMRRegistrationLib.core.masks import check_user_masks, combine_masks, mr_foreground_mask
 
 
 def box(size=(10, 10, 10), low=(0, 0, 0), high=(10, 10, 10), spacing=(2.0, 2.0, 2.0)) -> sitk.Image:
