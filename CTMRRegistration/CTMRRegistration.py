@@ -258,6 +258,10 @@ class CTMRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.messageBoxes:
             (slicer.util.warningDisplay if warning else slicer.util.errorDisplay)(text)
 
+    def askUser(self, text: str) -> bool:
+        """The user's OK to `text` (a message box); False while the self-test runs."""
+        return self.messageBoxes and slicer.util.confirmOkCancelDisplay(text)
+
     @contextmanager
     def showErrors(self, what: str):
         """Show an error in one line: the library's messages say what is wrong and what to do. An unexpected
@@ -327,8 +331,11 @@ class CTMRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onExportDicomReg(self) -> None:
         """The last result as a DICOM Spatial Registration object (volumes loaded from DICOM only)."""
+        allowFailed = self.panel.export_needs_confirmation() and self.askUser(
+            "The quality verdict of this result is failed. A planning system would import the DICOM REG as it is. "
+            "Write it anyway (its description will say that the verdict is failed)?")
         with self.showErrors("Cannot export the DICOM REG"):
-            path = self.panel.export_dicom_registration(self._parameterNode)
+            path = self.panel.export_dicom_registration(self._parameterNode, allow_failed=allowFailed)
             self.ui.statusLabel.text = f"Wrote {path}"
 
     def onOpenReport(self) -> None:

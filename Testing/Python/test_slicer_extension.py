@@ -166,14 +166,14 @@ def test_the_self_test_needs_no_main_window():
 
 
 def test_the_self_test_opens_no_message_box():
-    """Message boxes open only in CTMRRegistrationWidget.showMessage, only with messageBoxes on, and the
-    self-test turns them off on the widget it drives."""
+    """Message boxes open only in CTMRRegistrationWidget.showMessage and askUser, only with messageBoxes on, and
+    the self-test turns them off on the widget it drives."""
     tree = module_tree()
     opening = {name for name, function in definitions(tree).items() for node in ast.walk(function)
                if isinstance(node, ast.Attribute) and dotted(node) in MESSAGE_BOXES}
-    assert opening == {"CTMRRegistrationWidget.showMessage"}
-    show = definitions(tree)["CTMRRegistrationWidget.showMessage"]
-    assert "if self.messageBoxes:" in ast.unparse(show)
+    assert opening == {"CTMRRegistrationWidget.showMessage", "CTMRRegistrationWidget.askUser"}
+    assert "if self.messageBoxes:" in ast.unparse(definitions(tree)["CTMRRegistrationWidget.showMessage"])
+    assert "return self.messageBoxes and " in ast.unparse(definitions(tree)["CTMRRegistrationWidget.askUser"])
     test_source = ast.unparse(next(n for n in tree.body if getattr(n, "name", "") == "CTMRRegistrationTest"))
     assert "widget.messageBoxes = False" in test_source
 

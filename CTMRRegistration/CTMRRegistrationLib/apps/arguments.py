@@ -13,9 +13,11 @@ from ..core.errors import InputError
 from ..core.imaging import MODALITIES
 from ..core.masks import MASK_MODES
 from ..core.output_files import check_output_file, check_output_folder
+from ..core.output_plan import check_output_plan
 from ..dicom.inputs import is_dicom_input
 from ..elastix.backends import BACKENDS, ElastixBackend, choose_backend
 from ..mrml.node_io import TRANSFORM_OUTPUT_SUFFIXES
+from ..qa.report import report_file_names
 
 VOLUME_SUFFIXES = (".nrrd", ".nii", ".nii.gz", ".mha")
 FILE_OUTPUTS = {
@@ -97,6 +99,8 @@ def add_clinical(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dicom-reg", type=Path, help="DICOM Spatial Registration of the result (Deformable "
                         "Spatial Registration for a deformable one); needs DICOM inputs; maps moving patient "
                         "coordinates to fixed ones")
+    parser.add_argument("--export-failed", action="store_true", help="write --output-dicom-reg even when the "
+                        "quality verdict is failed (the object then says so)")
     parser.add_argument("--initial-transform", type=Path, help="start pose: a DICOM REG (.dcm) or a linear ITK "
                         "transform file (fixed->moving); replaces the automatic search")
     parser.add_argument("--fixed-mask", type=Path, help="region of FIXED where the metric counts (labelmap, "
@@ -125,21 +129,35 @@ def option_name(dest: str) -> str:
     return "--" + dest.replace("_", "-")
 
 
-def check_outputs(args: argparse.Namespace) -> None:
+def planned_writes(args: argparse.Namespace) -> list[tuple[str, Path]]:
+    """(option, path) of every file the run will write, each file inside an output folder included."""
+    writes = [(option_name(name), Path(getattr(args, name))) for name in FILE_OUTPUTS
+              if getattr(args, name, None) is not None]
+    stages = [stage.strip() for stage in str(getattr(args, "stages", "rigid")).split(",") if stage.strip()]
+    if getattr(args, "output_elastix_transform", None) is not None and "deformable" in stages:
+        path = Path(args.output_elastix_transform)
+        writes.append(("--output-elastix-transform", path.with_name(f"{path.stem}.0.txt")))
+    folders = {"output_masks": ["fixed_mask.nrrd", "moving_mask.nrrd"],
+               "output_stage_transforms": [f"{stage}.h5" for stage in stages],
+               "report_folder": report_file_names()}
+    for name, files in folders.items():
+        folder = getattr(args, name, None)
+        if folder is not None:
+            writes += [(f"{option_name(name)} ({file})", Path(folder) / file) for file in files]
+    return writes
+
+
+def check_outputs(args: argparse.Namespace, extra_writes: list[tuple[str, Path]] = ()) -> None:
     """InputError naming the option when an output of `args` cannot be written: each a supported file type in a
-    writable folder on a device with free space, none a folder, a device or an input, no two the same."""
-    inputs = [Path(getattr(args, name)) for name in INPUTS if getattr(args, name, None) is not None]
-    inputs += [Path(path) for path in getattr(args, "preset", [])]
-    seen: dict[Path, str] = {}
+    writable folder on a device with free space, none a folder or a device; then the whole plan of files
+    (with `extra_writes`) against the inputs and each other."""
     for name, suffixes in FILE_OUTPUTS.items():
-        path = getattr(args, name, None)
-        if path is None:
-            continue
-        check_output_file(path, option_name(name), suffixes, inputs)
-        key = Path(path).resolve()
-        if key in seen:
-            raise InputError(f"{option_name(name)} and {seen[key]} name the same file {path}")
-        seen[key] = option_name(name)
+        if getattr(args, name, None) is not None:
+            check_output_file(getattr(args, name), option_name(name), suffixes)
     for name in FOLDER_OUTPUTS:
         if getattr(args, name, None) is not None:
-            check_output_folder(getattr(args, name), option_name(name), inputs)
+            check_output_folder(getattr(args, name), option_name(name))
+    inputs = [(option_name(name), Path(getattr(args, name))) for name in INPUTS
+              if getattr(args, name, None) is not None]
+    inputs += [("--preset", Path(path)) for path in getattr(args, "preset", [])]
+    check_output_plan(inputs, planned_writes(args) + list(extra_writes))

@@ -274,16 +274,20 @@ class Panel:
         return tuple(cropped_volume(self.logic.context, volume, roi)
                      for volume in (settings.fixedVolume, settings.movingVolume))
 
-    def export_dicom_registration(self, settings) -> Path:
+    def export_needs_confirmation(self) -> bool:
+        """Whether the last result's verdict is failed: its DICOM REG needs the user's explicit choice."""
+        return self.last_run is not None and self.last_run.result.verdict == "failed"
+
+    def export_dicom_registration(self, settings, allow_failed: bool = False) -> Path:
         """The last result as a DICOM (Deformable) Spatial Registration object in the DICOM REG file; both
-        volumes must come from Slicer's DICOM module."""
+        volumes must come from Slicer's DICOM module. A failed verdict needs `allow_failed`."""
         path = optional_path(settings.outputDicomReg)
         if path is None:
             raise InputError("Choose the DICOM REG file to write.")
         if not self.can_show_checkerboard(settings):
             raise InputError("No result for these volumes yet: register first.")
         run = self.last_run
-        return Path(export_dicom_registration(path, run.result, run.fixed_volume, run.moving_volume))
+        return Path(export_dicom_registration(path, run.result, run.fixed_volume, run.moving_volume, allow_failed))
 
     @staticmethod
     def report_target(settings) -> Path | None:

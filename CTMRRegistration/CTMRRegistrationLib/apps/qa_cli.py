@@ -33,8 +33,7 @@ from ..mrml.qa_inputs import load_qa_files, segmentation_pair, target_points
 from ..mrml.scene import create_headless_context
 from ..qa.assess import QAOptions, QAResult, assess
 from ..qa.report import REPORT_NAME, write_qa_report
-from . import arguments
-from .signals import Interrupted, signals_interrupt
+from . import arguments, command
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_CHECK, EXIT_OUTPUT = 0, 1, 2, 3, 4
 EXIT_CODES = {"ok": EXIT_OK, "failed": EXIT_FAILED, "check": EXIT_CHECK}
@@ -53,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backward-refinement", action="store_true",
                         help="without --backward-transform, register FIXED onto MOVING to measure inverse consistency")
     arguments.add_modalities(parser)
+    command.add_debug(parser)
     return parser
 
 
@@ -72,6 +72,8 @@ def read_transform(path: Path) -> sitk.Transform:
 def assess_files(args) -> tuple[QAResult, dict, list[str]]:
     """Load the inputs, assess, write the report when asked; the result, the files written and a warning when
     the report could not be written."""
+    if args.restarts < 0:
+        raise InputError("--restarts must be 0 or more")
     arguments.check_outputs(args)
     backend = arguments.elastix_backend(args)
     context = create_headless_context()
@@ -106,14 +108,8 @@ def assess_files(args) -> tuple[QAResult, dict, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        with signals_interrupt():
-            return _run(args)
-    except Interrupted as interruption:
-        if args.json:
-            print(json.dumps({"verdict": "error", "reasons": [], "metrics": {}, "error": f"stopped by {interruption}"}))
-        print(f"ctmr-qa: stopped by {interruption}: no partial output left", file=sys.stderr)
-        return interruption.exit_code
+    return command.run_command("ctmr-qa", args, lambda: _run(args), json_error=lambda message, status: {
+        "verdict": "error", "reasons": [message], "metrics": {}, "error": message})
 
 
 def _run(args) -> int:

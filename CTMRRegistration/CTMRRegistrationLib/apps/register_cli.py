@@ -52,8 +52,7 @@ from ..mrml.scene_registration import SceneRegistrationResult
 from ..qa.overlay import write_overlay_png
 from ..qa.report import REPORT_NAME
 from ..registration.pipeline import BIAS_CORRECTIONS, INITIALIZATIONS
-from . import arguments
-from .signals import Interrupted, signals_interrupt
+from . import arguments, command
 
 EXIT_FAILED, EXIT_INPUT, EXIT_MIRRORED, EXIT_OUTPUT = 1, 2, 3, 4
 
@@ -115,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="assess the result: verdict, reasons and metrics (default: yes)")
     parser.add_argument("--demo", action="store_true", help="register the bundled porcine CT/MR pair")
     parser.add_argument("--output-dir", type=Path, default=Path("ctmr-demo-output"), help="demo output folder")
+    command.add_debug(parser)
     return parser
 
 
@@ -203,9 +203,12 @@ def register_files(args) -> tuple[SceneRegistrationResult, dict, list[str]]:
         reference = add_volume_from_sitk(context, result.moving_mask, "inverse grid") if result.deformable else None
         inverse = logic.inverse_transform_node(result.transform_node, reference)
         attempt("inverse_transform", lambda: mrml_io.save_node(context, inverse, args.output_inverse_transform))
-    if args.output_dicom_reg:
+    if args.output_dicom_reg and result.verdict == "failed" and not args.export_failed:
+        warnings.append("dicom_reg not written: the quality verdict is failed (--export-failed writes it anyway, "
+                        "marked as failed)")
+    elif args.output_dicom_reg:
         attempt("dicom_reg", lambda: write_atomically(args.output_dicom_reg, lambda path: write_registration_object(
-            path, result.transform, fixed_series, moving_series, image(fixed_node))))
+            path, result.transform, fixed_series, moving_series, image(fixed_node), result.verdict, True)))
     if args.output_elastix_transform:
         attempt("elastix_transform", lambda: write_elastix_transform(
             result.transform, image(fixed_node), args.output_elastix_transform)[-1])
@@ -250,14 +253,8 @@ def reference_agreement_mm(result: SceneRegistrationResult) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        with signals_interrupt():
-            return _run(args, parser)
-    except Interrupted as interruption:
-        if args.json:
-            print(json.dumps({"status": "interrupted", "error": f"stopped by {interruption}"}))
-        print(f"ctmr-register: stopped by {interruption}: no partial output left", file=sys.stderr)
-        return interruption.exit_code
+    return command.run_command("ctmr-register", args, lambda: _run(args, parser),
+                               json_error=lambda message, status: {"status": status, "error": message})
 
 
 def _run(args, parser) -> int:
@@ -265,7 +262,8 @@ def _run(args, parser) -> int:
         _check_arguments(args, parser)
         if args.demo:
             _demo_arguments(args)
-        arguments.check_outputs(args)
+        arguments.check_outputs(args, [("--output-dir (result.json)", args.output_dir / "result.json")]
+                                if args.demo else [])
         result, outputs, warnings = register_files(args)
     except CTMRError as error:
         message = (str(error).splitlines() or [type(error).__name__])[0]

@@ -11,20 +11,13 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import InputError, OutputError
 
 MIN_FREE_BYTES = 1 << 20  # a folder on a device with less free space is refused before any work
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
-    except OSError:
-        return False
 
 
 def _check_folder_usable(folder: Path, option: str) -> None:
@@ -43,32 +36,25 @@ def _check_folder_usable(folder: Path, option: str) -> None:
         raise InputError(f"{option}: no space left on the device of {existing}")
 
 
-def _check_not_input(path: Path, option: str, inputs: Iterable[Path]) -> None:
-    for given in inputs:
-        if given is not None and _same_file(path, Path(given)):
-            raise InputError(f"{option} {path} is an input file: it would be overwritten (choose another path)")
-
-
-def check_output_file(path, option: str, suffixes: tuple[str, ...], inputs: Iterable[Path] = ()) -> Path:
-    """`path` as an output file: a supported suffix, not a folder or device, not an input, in a usable folder."""
+def check_output_file(path, option: str, suffixes: tuple[str, ...]) -> Path:
+    """`path` as an output file: a supported suffix, not a folder or device, in a usable folder (that it is no
+    input is the output plan's check: core.output_plan)."""
     path = Path(path)
     if not path.name.lower().endswith(suffixes):
         raise InputError(f"{option} {path.name}: unsupported file type (use {', '.join(suffixes)})")
     if path.is_dir():
         raise InputError(f"{option} {path} is a folder: give a file name")
-    if path.exists() and not path.resolve().is_file():
-        raise InputError(f"{option} {path} is not a regular file ({path.resolve()})")
-    _check_not_input(path, option, inputs)
+    if path.exists() and not Path(os.path.realpath(path)).is_file():
+        raise InputError(f"{option} {path} is not a regular file ({os.path.realpath(path)})")
     _check_folder_usable(path.parent, option)
     return path
 
 
-def check_output_folder(path, option: str, inputs: Iterable[Path] = ()) -> Path:
-    """`path` as an output folder: not a file, not holding an input's name, creatable and writable."""
+def check_output_folder(path, option: str) -> Path:
+    """`path` as an output folder: not a file, creatable and writable."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise InputError(f"{option} {path} is a file, not a folder")
-    _check_not_input(path, option, inputs)
     _check_folder_usable(path, option)
     return path
 

@@ -74,13 +74,14 @@ def _matrix_sequence(matrix: np.ndarray) -> Sequence:
 
 
 def write_deformable_registration(path, transform: sitk.Transform, reference: sitk.Image, fixed: DicomSeries,
-                                  moving: DicomSeries, spacing_mm: float = GRID_SPACING_MM) -> Path:
+                                  moving: DicomSeries, spacing_mm: float = GRID_SPACING_MM,
+                                  verdict: str | None = None) -> Path:
     """Write a Deformable REG of the fixed->moving composite `transform`, its grid over `reference` (the fixed
     image) every `spacing_mm`."""
     linear, deformation = _split(transform)
     grid = _grid(reference, spacing_mm)
     inverse = _inverted(_displacements(deformation, grid))
-    dataset = new_registration_dataset(DEFORMABLE_SPATIAL_REGISTRATION, fixed, moving, "CT MR deformable")
+    dataset = new_registration_dataset(DEFORMABLE_SPATIAL_REGISTRATION, fixed, moving, "CT MR deformable", verdict)
     grid_item = Dataset()
     grid_item.ImagePositionPatient = decimal_strings(grid.GetOrigin())
     direction = np.asarray(grid.GetDirection()).reshape(3, 3)

@@ -21,16 +21,21 @@ from .spatial_registration import read_spatial_registration, write_spatial_regis
 
 
 def write_registration_object(path, transform: sitk.Transform, fixed: DicomSeries | None,
-                              moving: DicomSeries | None, reference: sitk.Image | None = None) -> Path:
+                              moving: DicomSeries | None, reference: sitk.Image | None = None,
+                              verdict: str | None = None, allow_failed: bool = False) -> Path:
     """Write the fixed->moving `transform` as a REG (linear) or Deformable REG (its grid over `reference`, the
-    fixed image); both series must come from DICOM."""
+    fixed image); both series must come from DICOM. The quality `verdict` goes into the object's description; a
+    `failed` result is written only with `allow_failed` (a planning system would import it)."""
+    if verdict == "failed" and not allow_failed:
+        raise InputError("the quality verdict is failed: a DICOM registration object of it needs an explicit "
+                         "choice (--export-failed, or confirm in the panel)")
     if fixed is None or moving is None:
         raise InputError("a DICOM registration object needs DICOM series as fixed and moving images")
     if is_linear(transform):
-        return write_spatial_registration(path, matrix_from_sitk(transform), fixed, moving)
+        return write_spatial_registration(path, matrix_from_sitk(transform), fixed, moving, verdict)
     if reference is None:
         raise InputError("a deformable registration object needs the fixed image to lay its grid on")
-    return write_deformable_registration(path, transform, reference, fixed, moving)
+    return write_deformable_registration(path, transform, reference, fixed, moving, verdict=verdict)
 
 
 def read_registration_object(path, moving: DicomSeries | None = None) -> sitk.Transform:

@@ -60,9 +60,11 @@ def _matrix_item(frame_uid: str, series: DicomSeries, matrix: np.ndarray, commen
     return item
 
 
-def new_registration_dataset(sop_class_uid: str, fixed: DicomSeries, moving: DicomSeries, label: str) -> Dataset:
+def new_registration_dataset(sop_class_uid: str, fixed: DicomSeries, moving: DicomSeries, label: str,
+                             verdict: str | None = None) -> Dataset:
     """A registration object's modules common to REG and Deformable REG: patient and study of the fixed series,
-    a new REG series, equipment, content and the references to every image of both series."""
+    a new REG series, equipment, content (with the quality `verdict`, so a planning system shows it) and the
+    references to every image of both series."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class_uid
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -76,7 +78,7 @@ def new_registration_dataset(sop_class_uid: str, fixed: DicomSeries, moving: Dic
     dataset.Modality = "REG"
     dataset.SeriesInstanceUID = generate_uid()
     dataset.SeriesNumber = 1
-    dataset.SeriesDescription = label
+    dataset.SeriesDescription = f"{label} - QA FAILED" if verdict == "failed" else label
     dataset.Laterality = fixed.header.get("Laterality")
     dataset.FrameOfReferenceUID = fixed.frame_of_reference_uid
     dataset.PositionReferenceIndicator = None
@@ -87,13 +89,15 @@ def new_registration_dataset(sop_class_uid: str, fixed: DicomSeries, moving: Dic
     dataset.ContentDate, dataset.ContentTime = content_now()
     dataset.InstanceNumber = 1
     dataset.ContentLabel = label.upper().replace(" ", "_")[:16]
-    dataset.ContentDescription = f"{moving.modality or 'moving'} series registered to {fixed.modality or 'fixed'}"
+    dataset.ContentDescription = (f"{moving.modality or 'moving'} registered to {fixed.modality or 'fixed'}, "
+                                  f"quality verdict: {verdict or 'not assessed'}")
     dataset.ContentCreatorName = None
     reference_series(dataset, fixed, moving)
     return dataset
 
 
-def write_spatial_registration(path, fixed_to_moving: np.ndarray, fixed: DicomSeries, moving: DicomSeries) -> Path:
+def write_spatial_registration(path, fixed_to_moving: np.ndarray, fixed: DicomSeries, moving: DicomSeries,
+                               verdict: str | None = None) -> Path:
     """Write a REG holding the linear fixed->moving (LPS) result: identity for the fixed frame, its inverse
     (moving -> fixed patient coordinates) for the moving frame."""
     matrix = np.asarray(fixed_to_moving, dtype=float)
@@ -102,7 +106,7 @@ def write_spatial_registration(path, fixed_to_moving: np.ndarray, fixed: DicomSe
     for role, series in (("fixed", fixed), ("moving", moving)):
         if not series.frame_of_reference_uid:
             raise InputError(f"the {role} series has no Frame of Reference UID: cannot reference it in a REG")
-    dataset = new_registration_dataset(SPATIAL_REGISTRATION, fixed, moving, "CT MR registration")
+    dataset = new_registration_dataset(SPATIAL_REGISTRATION, fixed, moving, "CT MR registration", verdict)
     dataset.RegistrationSequence = Sequence([
         _matrix_item(fixed.frame_of_reference_uid, fixed, np.eye(4), "fixed (registered) frame"),
         _matrix_item(moving.frame_of_reference_uid, moving, np.linalg.inv(matrix), "moving to fixed"),

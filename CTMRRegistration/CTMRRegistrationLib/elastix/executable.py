@@ -13,7 +13,6 @@ import os
 import queue
 import re
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..core.errors import Cancelled, InputError, NoOverlapError, RegistrationError
+from ..core.private_folders import private_folder
 from .parameters import ElastixJob, ParameterMap, read_parameter_file, write_parameter_file
 
 NO_OVERLAP_SIGNS = ("Too many samples map outside moving image buffer", "outside the moving image")
@@ -96,8 +96,7 @@ def run_elastix_executable(
     cancelled: Callable[[], bool] | None = None,
 ) -> list[ParameterMap]:
     """Run `job` in one elastix process; returns its TransformParameters maps, one per parameter map."""
-    with tempfile.TemporaryDirectory(prefix="ctmr-elastix-") as workdir:
-        workdir = Path(workdir)
+    with private_folder("elastix") as workdir:
         command = [str(executable.path)] + _write_inputs(job, workdir)
         output, status = _run(command, executable.environment, ElastixProgress(job.parameter_maps), progress,
                               cancelled, time_limit_seconds(job))

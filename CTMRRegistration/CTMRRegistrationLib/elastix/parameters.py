@@ -10,6 +10,7 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from ..core.errors import InputError
+from ..core.input_files import read_text
 
 ParameterMap = dict[str, list[str]]
 
@@ -36,12 +37,7 @@ def read_parameter_file(path, required: tuple[str, ...] = ("Transform", "Metric"
     `required` keys must be present: a registration parameter file by default; pass ("Transform",)
     for a TransformParameters file written by elastix."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise InputError(f"cannot read elastix parameter file {path}: {error.strerror}") from error
-    except UnicodeDecodeError as error:
-        raise InputError(f"{path.name} is not an elastix parameter file (not text)") from error
+    text = read_text(path, "elastix parameter")
     parameters: ParameterMap = {}
     for number, line in enumerate(text.splitlines(), start=1):
         content = line.split("//", 1)[0].strip()

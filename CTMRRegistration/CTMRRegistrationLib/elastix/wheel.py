@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
 from ..core.errors import NoOverlapError, RegistrationError
+from ..core.private_folders import private_folder
 from .executable import NO_OVERLAP_SIGNS, log_tail
 from .parameters import ElastixJob, ParameterMap, write_parameter_file
 
@@ -45,8 +45,7 @@ def run_itk_elastix(job: ElastixJob) -> list[ParameterMap]:
     _check_supported(job)
     import itk
 
-    with tempfile.TemporaryDirectory(prefix="ctmr-elastix-") as workdir:
-        workdir = Path(workdir)
+    with private_folder("elastix") as workdir:
         parameter_object = itk.ParameterObject.New()
         for parameters in job.parameter_maps:
             parameter_object.AddParameterMap(parameters)

@@ -100,8 +100,9 @@ def series_of_node(volume_node) -> DicomSeries:
     return series_from_files(files)
 
 
-def export_dicom_registration(path, result, fixed_node, moving_node):
+def export_dicom_registration(path, result, fixed_node, moving_node, allow_failed: bool = False):
     """Write a registration result (linear: REG, deformable: Deformable REG) between two volumes loaded by Slicer's
-    DICOM module; its grid, for a deformable result, over the fixed volume."""
+    DICOM module; its grid, for a deformable result, over the fixed volume. A result whose verdict is failed
+    needs `allow_failed`."""
     return write_registration_object(path, result.transform, series_of_node(fixed_node), series_of_node(moving_node),
-                                     sitk_from_volume(fixed_node))
+                                     sitk_from_volume(fixed_node), result.verdict, allow_failed)

@@ -12,6 +12,7 @@ import slicer
 
 from ..core.errors import InputError
 from ..core.image_files import check_volume_file, data_damage
+from ..core.input_files import TEXT_LIMIT_BYTES, regular_file
 from ..core.output_files import native_stderr_held, write_atomically
 from .scene import MRMLContext
 
@@ -24,8 +25,8 @@ SEGMENTATION_SUFFIXES = (".seg.nrrd", ".seg.nii.gz", ".nrrd", ".nii.gz", ".nii")
 
 def _existing_file(path, kind: str, suffixes: tuple[str, ...]) -> Path:
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{kind} file not found: {path}")
+    limit = TEXT_LIMIT_BYTES if kind == "markups" else None  # ITK and VTK read the binary formats boundedly
+    regular_file(path, kind, limit)
     if not path.name.lower().endswith(suffixes):
         raise InputError(f"{path.name}: not a {kind} file (expected {', '.join(suffixes)})")
     return path

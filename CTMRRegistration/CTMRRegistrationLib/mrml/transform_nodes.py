@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import SimpleITK as sitk
 import slicer
 
 from ..core.errors import InputError
+from ..core.private_folders import private_folder
 from ..elastix.transforms import compose, is_linear
 from .nodes import parent_transforms, set_linear_transform_node_from_sitk, sitk_from_linear_transform_node
 from .scene import MRMLContext
@@ -33,8 +33,8 @@ def set_transform_node_from_sitk(context: MRMLContext, node, transform: sitk.Tra
         return
     if node.GetParentTransformNode() is not None:
         raise InputError(f"'{node.GetName()}' is under a transform: a deformable result needs a top-level node")
-    with tempfile.TemporaryDirectory(prefix="ctmr-transform-") as folder:
-        path = Path(folder) / "transform.h5"
+    with private_folder("transform") as folder:
+        path = folder / "transform.h5"
         sitk.WriteTransform(transform, str(path))
         _read_into(context, node, path)
 
@@ -54,8 +54,8 @@ def sitk_from_transform_node(context: MRMLContext, node) -> sitk.Transform:
         return sitk_from_linear_transform_node(node)
     if node.GetParentTransformNode() is not None:
         raise InputError(f"'{node.GetName()}' is a non-linear transform under another transform: harden it first")
-    with tempfile.TemporaryDirectory(prefix="ctmr-transform-") as folder:
-        path = Path(folder) / "transform.h5"
+    with private_folder("transform") as folder:
+        path = folder / "transform.h5"
         storage = context.scene.AddNewNodeByClass("vtkMRMLTransformStorageNode")
         storage.SetFileName(str(path))
         written = storage.WriteData(node)

@@ -18,6 +18,7 @@ from .assess import QAResult
 from .pictures import KINDS, write_qa_pictures
 
 REPORT_NAME = "report.html"
+REPORT_ROWS = ("before", "after")
 VERDICT_COLOURS = {"ok": "#1b7f3b", "check": "#b7791f", "failed": "#b42318"}
 STYLE = """body{font-family:sans-serif;margin:2em;max-width:1100px;color:#222}
 h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ccc}
@@ -106,7 +107,12 @@ def write_qa_report(directory, fixed: sitk.Image, moving: sitk.Image, transform:
                     before: sitk.Transform | None = None, inputs: dict | None = None, parameters: dict | None = None,
                     registration: dict | None = None) -> Path:
     """Pictures before (`before`, default the headers as they are) and after `transform`, then the report."""
-    rows = {"before": before or sitk.Transform(), "after": transform}
+    rows = dict(zip(REPORT_ROWS, (before or sitk.Transform(), transform)))
     pictures = write_qa_pictures(directory, fixed, moving, rows, np.asarray(qa.metrics["object_centre_lps"]))
     ordered = {f"{row}_{kind}": pictures[f"{row}_{kind}"] for kind in KINDS for row in rows}
     return write_report(directory, qa, ordered, inputs, parameters, registration)
+
+
+def report_file_names() -> list[str]:
+    """The files a report folder receives: the report and its pictures."""
+    return [REPORT_NAME] + [f"{row}_{kind}.png" for row in REPORT_ROWS for kind in KINDS]

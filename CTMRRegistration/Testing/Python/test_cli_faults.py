@@ -21,6 +21,7 @@ from CTMRRegistrationLib.apps import qa_cli, register_cli
 from CTMRRegistrationLib.core import resources
 from CTMRRegistrationLib.core.errors import InputError, RegistrationError
 from CTMRRegistrationLib.core.geometry import matrix_from_sitk
+from CTMRRegistrationLib.core.private_folders import private_folder, remove_stale_folders
 from CTMRRegistrationLib.elastix.executable import (
     ElastixExecutable,
     ElastixProgress,
@@ -64,7 +65,7 @@ def test_output_volume_on_the_fixed_input_is_refused(tmp_path, capsys, input_dig
     before = digest(fixed)
     code, message = register(capsys, "--fixed", fixed, "--moving", MR, "--output-transform", tmp_path / "t.h5",
                              "--output-volume", tmp_path / "sub" / ".." / "ct.nii.gz")
-    assert code == register_cli.EXIT_INPUT and "--output-volume" in message and "is an input file" in message
+    assert code == register_cli.EXIT_INPUT and "--output-volume would overwrite the input --fixed" in message
     assert digest(fixed) == before and files_in(tmp_path) == ["ct.nii.gz"]
 
 
@@ -73,7 +74,7 @@ def test_output_volume_on_the_fixed_input_is_refused(tmp_path, capsys, input_dig
     ("--output-transform", "folder.h5", "is a folder"),
     ("--output-transform", "full.tfm", "not a regular file"),
     ("--report-folder", "file.txt/report", "is a file, not a folder"),
-    ("--output-inverse-transform", "t.h5", "name the same file"),
+    ("--output-inverse-transform", "t.h5", "would both write"),
     ("--output-elastix-transform", "e.json", "unsupported file type"),
 ])
 def test_unusable_outputs_are_refused_before_any_work(tmp_path, capsys, option, value, expected):
@@ -87,6 +88,71 @@ def test_unusable_outputs_are_refused_before_any_work(tmp_path, capsys, option, 
     assert code == register_cli.EXIT_INPUT and expected in json.loads(captured.out)["error"]
     assert "preparing images" not in captured.err  # refused before any work
     assert files_in(tmp_path) == before
+
+
+@pytest.mark.parametrize("arguments, expected", [
+    (["--fixed-mask", "{tmp}/out/fixed_mask.nrrd", "--output-masks", "{tmp}/out"],
+     "--output-masks (fixed_mask.nrrd) would overwrite the input --fixed-mask"),
+    (["--initial-transform", "{tmp}/out/rigid.h5", "--output-stage-transforms", "{tmp}/out"],
+     "--output-stage-transforms (rigid.h5) would overwrite the input --initial-transform"),
+    (["--output-stage-transforms", "{tmp}/out", "--output-transform", "{tmp}/out/rigid.h5"],
+     "--output-stage-transforms (rigid.h5) and --output-transform would both write"),
+    (["--moving", "{tmp}/dicom", "--report-folder", "{tmp}/dicom"], "inside the input folder --moving"),
+    (["--fixed-landmarks", "{tmp}/loop.fcsv", "--moving-landmarks", "{tmp}/loop.fcsv"],
+     "Too many levels of symbolic links"),
+    (["--preset", "/dev/zero"], "not a regular file"),
+])
+def test_no_output_folder_overwrites_an_input_or_another_output(tmp_path, capsys, arguments, expected):
+    """Every file a run will write, those inside output folders included, is planned before any work."""
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "fixed_mask.nrrd").write_text("the user's mask")
+    (tmp_path / "out" / "rigid.h5").write_text("the user's start pose")
+    (tmp_path / "dicom").mkdir()
+    (tmp_path / "loop.fcsv").symlink_to(tmp_path / "loop.fcsv")
+    before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    given = ["--fixed", CT, "--moving", MR, "--output-transform", str(tmp_path / "t.h5")]
+    given += [argument.format(tmp=tmp_path) for argument in arguments]
+    code = register_cli.main(given + ["--json"])
+    captured = capsys.readouterr()
+    assert code == register_cli.EXIT_INPUT, captured.err
+    assert expected in json.loads(captured.out.strip().splitlines()[-1])["error"]
+    assert "preparing images" not in captured.err
+    assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == before
+
+
+def test_qa_refuses_a_negative_number_of_restarts(capsys):
+    code = qa_cli.main(["--fixed", CT, "--moving", MR, "--transform", str(resources.sample_reference_transform_path()),
+                        "--restarts", "-1"])
+    assert code == qa_cli.EXIT_INPUT and "--restarts must be 0 or more" in capsys.readouterr().err
+
+
+def test_an_unexpected_error_is_one_line_with_a_hint_and_debug_shows_the_traceback(capsys, monkeypatch):
+    def broken(*_):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(register_cli, "register_files", broken)
+    arguments = ["--fixed", CT, "--moving", MR, "--output-transform", "/tmp/ctmr-unused.h5"]
+    assert register_cli.main(arguments) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == ["ctmr-register: error: unexpected ZeroDivisionError: division by zero "
+                                        "(rerun with --debug for the traceback)"]
+    assert register_cli.main(arguments + ["--debug"]) == 1
+    assert "Traceback (most recent call last)" in capsys.readouterr().err
+
+
+def test_private_folders_of_dead_runs_are_removed_at_the_next_start(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f"ctmr-elastix-{dead.stdout.strip()}-abc"
+    alive = tmp_path / f"ctmr-elastix-{os.getpid()}-def"
+    other = tmp_path / "ctmr-something"
+    for folder in (stale, alive, other):
+        folder.mkdir()
+    (stale / "fixed.mha").write_text("a copy of a patient image")
+    assert remove_stale_folders(tmp_path) == [stale]
+    assert not stale.exists() and alive.exists() and other.exists()
+    with private_folder("elastix") as folder:
+        assert folder.name.startswith(f"ctmr-elastix-{os.getpid()}-") and (folder.stat().st_mode & 0o777) == 0o700
+    assert not folder.exists()
 
 
 def damaged(kind: str, tmp_path: Path) -> Path:
@@ -259,6 +325,7 @@ def start_cli(tmp_path: Path, *args) -> subprocess.Popen:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signal_number, stage", [(signal.SIGTERM, "rigid registration (elastix)"),
+                                                  (signal.SIGHUP, "rigid registration (elastix)"),
                                                   (signal.SIGINT, "masking")])
 def test_signals_stop_cleanly(tmp_path, signal_number, stage):
     process = start_cli(tmp_path, "--fixed", CT, "--moving", MR, "--output-transform", tmp_path / "out" / "t.h5",

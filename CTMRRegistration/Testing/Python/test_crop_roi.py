@@ -76,7 +76,7 @@ def test_the_command_line_writes_and_reads_the_region(context, tmp_path, sample_
                                    "--registered-region", str(tmp_path / "region.mrk.json")],
                            capture_output=True, text=True)
     assert first.returncode == 0, first.stderr
-    assert json.loads(first.stdout)["outputs"]["crop_roi"] == str(tmp_path / "region.mrk.json")
+    assert json.loads(first.stdout)["outputs"]["registered_region"] == str(tmp_path / "region.mrk.json")
     second = subprocess.run(base + ["--output-transform", str(tmp_path / "t2.h5"),
                                     "--crop-roi", str(tmp_path / "region.mrk.json")], capture_output=True, text=True)
     assert second.returncode == 0, second.stderr

@@ -184,9 +184,25 @@ def test_export_between_volumes_of_slicers_dicom_module(tmp_path, series_pair, c
         node = add_volume_from_sitk(context, load_series(series.files[0].parent)[0], series.modality)
         node.SetAttribute("DICOM.instanceUIDs", " ".join(reversed(series.sop_instance_uids)))
         nodes.append(node)
-    result = SimpleNamespace(transform=sitk_from_matrix(POSE))
+    result = SimpleNamespace(transform=sitk_from_matrix(POSE), verdict="ok")
     path = export_dicom_registration(tmp_path / "reg.dcm", result, *nodes)
     np.testing.assert_allclose(read_spatial_registration(path, moving), POSE, atol=1e-9)
     plain = add_volume_from_sitk(context, load_series(fixed.files[0].parent)[0], "from a file")
     with pytest.raises(InputError, match="not loaded through the DICOM database"):
         export_dicom_registration(tmp_path / "reg2.dcm", result, plain, nodes[1])
+
+
+def test_a_failed_result_needs_an_explicit_choice_and_says_so(tmp_path, series_pair):
+    """A planning system imports a REG as it is: one of a failed result is written only when asked for, and
+    carries the verdict in its descriptions; every REG names its verdict."""
+    fixed, moving, _, _ = series_pair
+    with pytest.raises(InputError, match="the quality verdict is failed"):
+        write_registration_object(tmp_path / "reg.dcm", sitk_from_matrix(POSE), fixed, moving, verdict="failed")
+    assert not (tmp_path / "reg.dcm").exists()
+    failed = pydicom.dcmread(write_registration_object(tmp_path / "reg.dcm", sitk_from_matrix(POSE), fixed, moving,
+                                                       verdict="failed", allow_failed=True))
+    assert failed.SeriesDescription.endswith("QA FAILED") and failed.ContentDescription.endswith("verdict: failed")
+    assert dciodvfy_errors(tmp_path / "reg.dcm") == []
+    ok = pydicom.dcmread(write_registration_object(tmp_path / "ok.dcm", sitk_from_matrix(POSE), fixed, moving,
+                                                   verdict="ok"))
+    assert "FAILED" not in ok.SeriesDescription and ok.ContentDescription.endswith("verdict: ok")

@@ -18,6 +18,7 @@ from CTMRRegistrationLib.core.output_files import (
     write_folder_atomically,
     write_text_atomically,
 )
+from CTMRRegistrationLib.core.output_plan import check_output_plan
 
 LIBRARY = str(Path(__file__).resolve().parents[2])
 
@@ -52,8 +53,6 @@ def test_output_file_checks(tmp_path):
         check_output_file(tmp_path / "folder.h5", "--output-transform", (".h5",))
     with pytest.raises(InputError, match="not a regular file"):
         check_output_file(link, "--output-transform", (".tfm",))
-    with pytest.raises(InputError, match="is an input file"):
-        check_output_file(tmp_path / "." / "ct.nrrd", "--output-volume", (".nrrd",), inputs=[given])
     with pytest.raises(InputError, match="is a file, not a folder"):
         check_output_file(given / "t.h5", "--output-transform", (".h5",))
     with pytest.raises(InputError, match="is a file, not a folder"):
@@ -131,3 +130,22 @@ def test_transform_on_a_full_device_is_an_error_and_leaves_nothing(tmp_path):
     assert all("cannot write" in line and line.endswith("no space left on the device") for line in lines[:3])
     assert "HDF5-DIAG" not in done.stderr  # one line per failure, not the libraries' diagnostics
     assert lines[3] == "left filler"  # no partial file, no staging folder
+
+
+def test_the_output_plan_refuses_inputs_by_path_link_and_identity(tmp_path):
+    given = tmp_path / "ct.nrrd"
+    given.write_bytes(b"x")
+    (tmp_path / "soft.nrrd").symlink_to(given)
+    os.link(given, tmp_path / "hard.nrrd")
+    dicom = tmp_path / "dicom"
+    dicom.mkdir()
+    inputs = [("--fixed", given), ("--moving", dicom)]
+    for clash in (tmp_path / "." / "ct.nrrd", tmp_path / "soft.nrrd", tmp_path / "hard.nrrd"):
+        with pytest.raises(InputError, match="--output-volume would overwrite the input --fixed"):
+            check_output_plan(inputs, [("--output-volume", clash)])
+    with pytest.raises(InputError, match="inside the input folder --moving"):
+        check_output_plan(inputs, [("--report-folder (report.html)", dicom / "report.html")])
+    stage = ("--output-stage-transforms (rigid.h5)", tmp_path / "s" / "rigid.h5")
+    with pytest.raises(InputError, match=r"--output-stage-transforms \(rigid.h5\) and --output-transform would both"):
+        check_output_plan(inputs, [("--output-transform", tmp_path / "s" / "rigid.h5"), stage])
+    check_output_plan(inputs, [("--output-transform", tmp_path / "t.h5"), ("--output-volume", tmp_path / "v.nrrd")])
