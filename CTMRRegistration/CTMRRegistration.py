@@ -501,6 +501,6 @@ class CTMRRegistrationTest(ScriptedLoadableModuleTest):
         widget.onApplyButton()
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodes)
         self.assertIsNone(mr.GetParentTransformNode())
-        self.assertFalse(widget.ui.progressBar.visible)
+        self.assertTrue(widget.ui.progressBar.isHidden())
         self.assertTrue(widget.ui.applyButton.enabled)
         self.delayDisplay("Test passed")

@@ -1,4 +1,4 @@
-"""Fault probe: run `ctmr-register` and `ctmr-qa` on the catalogue of hostile-but-fair inputs and
+"""Fault probe: run `ctmr-register`, `ctmr-qa` and `ctmr-batch` on the catalogue of hostile-but-fair inputs and
 print one row per probe: exit code (and the one expected), whether any output or partial file was left,
 whether the inputs are unchanged, and the first line of the error or warning. The next probe run starts
 from this table.
@@ -7,13 +7,19 @@ Most probes fail before any registration (seconds each); --slow adds those that 
 pair: a full device after the registration, SIGTERM and SIGINT while elastix runs, a fixed CT stored as
 floats in [0, 1], and a normal run as the baseline.
 
+The cohort catalogue (`cohort:` rows) probes `ctmr-batch` the same way: refusals before any work, and with
+--slow a LocalCluster run of two cases (baseline, a case over its time limit, and SIGINT, SIGTERM, SIGHUP while
+a case runs), each checked for records that agree with the summary, no lock and no process left.
+
     PYTHONPATH=CTMRRegistration python bench/fault_probe.py [--slow]
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -88,7 +94,7 @@ def _preset(folder: Path, name: str, **changes) -> Path:
 
 def _probes(folder: Path, slow: bool) -> list[tuple[str, list, int, dict]]:
     """(name, arguments, expected exit, options) per probe; options: tool, signal, full_device."""
-    out = folder / "out"
+    out, user = folder / "out", folder / "user"
     base = ["--fixed", CT, "--moving", MR, "--output-transform", out / "t.h5"]
     probes = [
         ("output volume = fixed input", ["--fixed", folder / "ct.nii.gz", "--moving", MR, "--output-transform",
@@ -112,6 +118,25 @@ def _probes(folder: Path, slow: bool) -> list[tuple[str, list, int, dict]]:
         ("qa: report under a file", ["--fixed", CT, "--moving", MR, "--transform",
                                      resources.sample_reference_transform_path(), "--report-folder",
                                      folder / "file.txt" / "r"], 2, {"tool": "qa"}),
+        # every file a run writes, inside output folders too, against the inputs and each other
+        ("masks folder holds --fixed-mask", base + ["--fixed-mask", user / "fixed_mask.nrrd", "--output-masks", user],
+         2, {}),
+        ("stage folder holds the start pose", base + ["--initial-transform", user / "affine.h5", "--stages",
+                                                      "rigid,affine", "--output-stage-transforms", user], 2, {}),
+        ("transform = a stage's file", base[:-1] + [out / "stages" / "rigid.h5", "--output-stage-transforms",
+                                                    out / "stages"], 2, {}),
+        ("output = hard link of the input", ["--fixed", folder / "ct.nii.gz", "--moving", MR, "--output-transform",
+                                             out / "t.h5", "--output-volume", folder / "hard.nii.gz"], 2, {}),
+        ("report folder = DICOM input", ["--fixed", CT, "--moving", user, "--output-transform", out / "t.h5",
+                                         "--report-folder", user], 2, {}),
+        # unbounded or odd inputs, unvalidated values
+        ("preset /dev/zero", base + ["--preset", "/dev/zero"], 2, {}),
+        ("landmarks a symlink loop", base + ["--fixed-landmarks", folder / "loop.fcsv", "--moving-landmarks",
+                                             folder / "loop.fcsv"], 2, {}),
+        ("qa: --restarts -1", ["--fixed", CT, "--moving", MR, "--transform",
+                               resources.sample_reference_transform_path(), "--restarts", "-1"], 2, {"tool": "qa"}),
+        ("stale folder of a killed run", ["--fixed", CT, "--moving", MR, "--transform", folder / "flat.tfm"], 2,
+         {"tool": "qa", "stale": True}),
     ]
     if slow:
         probes += [
@@ -123,11 +148,145 @@ def _probes(folder: Path, slow: bool) -> list[tuple[str, list, int, dict]]:
             ("SIGTERM during elastix", base + ["--output-volume", out / "v.nrrd"] + FAST, 143,
              {"signal": (signal.SIGTERM, "rigid registration")}),
             ("SIGINT while masking", base + FAST, 130, {"signal": (signal.SIGINT, "masking")}),
+            ("SIGHUP during elastix", base + FAST, 129, {"signal": (signal.SIGHUP, "rigid registration")}),
             # registered right since the pose search climbs its score (test_cli_faults checks the pose)
             ("fixed CT as floats in [0, 1]", ["--fixed", _image("unit", folder)] + base[2:] +
              ["--no-qa", "--threads", "1"], 0, {}),
         ]
     return probes
+
+
+# ---- cohort probes: ctmr-batch -------------------------------------------------------------------------------
+# Refusals exit 2 with one line before anything is written (no cohort folder appears). The --slow probes start a
+# LocalCluster: after each, every case record agrees with summary.csv, the folder's lock is gone and no process
+# of the run is left (_run_cohort checks, then removes the cohort folder).
+
+COHORT_FAST = ["--initialization", "none", "--bias-correction", "off", "--no-qa"]  # --threads: set per case
+
+
+def _cohort_probes(folder: Path, slow: bool) -> list[tuple[str, list, int, dict]]:
+    """(name, arguments, expected exit, options) of each ctmr-batch probe; writes the manifests it needs."""
+    cohort, out = folder / "cohort", folder / "out" / "cohort"
+    cohort.mkdir()
+    (cohort / "loop").symlink_to(cohort / "loop")
+    os.mkfifo(cohort / "pipe")
+    manifests = {"good": f"a,{CT},{MR},\nb,{CT},{MR},\n", "one": f"a,{CT},{MR},\n",
+                 "reserved": f"a,{CT},{MR},\nsummary.csv,{CT},{MR},\n", "loop": f"a,{CT},loop,\n",
+                 "stages": f"a,{CT},{MR},\nb,{CT},{MR},\"affine,rigid\"\n"}
+    for name, rows in manifests.items():
+        (cohort / f"{name}.csv").write_text("case,fixed,moving,stages\n" + rows)
+    (cohort / "pipe.csv").write_text(f"case,fixed,moving,fixed_landmarks\na,{CT},{MR},pipe\n")
+
+    def batch(manifest: str, *options) -> list:
+        return [cohort / f"{manifest}.csv", "--output-dir", out, "--dashboard-address", ":0", *options]
+
+    refused = {"tool": "batch"}
+    probes = [
+        ("cohort: output folder is a file", [cohort / "good.csv", "--output-dir", folder / "file.txt"], 2, refused),
+        ("cohort: output under a file", [cohort / "good.csv", "--output-dir", folder / "file.txt" / "c"], 2, refused),
+        ("cohort: --memory-per-worker 4XB", batch("good", "--memory-per-worker", "4XB"), 2, refused),
+        ("cohort: unreachable scheduler", batch("good", "--scheduler", "tcp://127.0.0.1:9", "--scheduler-timeout",
+                                                "2"), 2, refused),
+        ("cohort: case id summary.csv", batch("reserved"), 2, refused),
+        ("cohort: input a symlink loop", batch("loop"), 2, refused),
+        ("cohort: input a named pipe", batch("pipe"), 2, refused),
+        ("cohort: stages affine,rigid", batch("stages"), 2, refused),
+        ("cohort: preset not text", batch("good", "--preset", CT), 2, refused),
+        ("cohort: folder in use", batch("good"), 2, {"tool": "batch", "locked": True}),
+    ]
+    if slow:
+        run = {"tool": "batch", "records": True}
+        probes += [
+            ("cohort: baseline --no-qa", batch("good", "--workers", "2", *COHORT_FAST), 0, run),
+            ("cohort: case over --case-timeout", batch("one", "--workers", "1", "--case-timeout", "2", *COHORT_FAST),
+             1, run),
+            ("cohort: SIGINT to its group", batch("good", "--workers", "1", *COHORT_FAST), 130,
+             run | {"signal": signal.SIGINT}),
+            ("cohort: SIGTERM to the runner", batch("good", "--workers", "2", *COHORT_FAST), 143,
+             run | {"signal": signal.SIGTERM, "runner_only": True}),
+            ("cohort: SIGHUP to its group", batch("good", "--workers", "2", *COHORT_FAST), 129,
+             run | {"signal": signal.SIGHUP}),
+        ]
+    return probes
+
+
+def _run_cohort(arguments: list, options: dict, folder: Path) -> tuple[int, str]:
+    """Run ctmr-batch in a session of its own; signal it (its whole group, as a terminal does, or the runner
+    alone) a second into its first case; check what a --slow probe leaves, then remove it. A broken check turns
+    the exit code into -1 with a line that says why."""
+    import psutil
+
+    from CTMRRegistrationLib.batch.summary import LOCK_NAME
+
+    out = Path(arguments[arguments.index("--output-dir") + 1])
+    environment = os.environ | {"PYTHONPATH": LIBRARY, "TMPDIR": str(folder / "tmp")}
+    holder = None
+    if options.get("locked"):
+        out.mkdir(parents=True)
+        code = ("import sys, time; from pathlib import Path\n"
+                "from CTMRRegistrationLib.batch.summary import cohort_lock\n"
+                "with cohort_lock(Path(sys.argv[1])):\n    print('locked', flush=True); time.sleep(600)")
+        holder = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True,
+                                  env=environment)
+        holder.stdout.readline()
+    command = [sys.executable, "-m", "CTMRRegistrationLib", "batch", *map(str, arguments)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment,
+                               start_new_session=True)
+    processes = []
+    try:
+        if "signal" in options:
+            processes = _first_case_running(process, out)
+            if options.get("runner_only"):
+                process.send_signal(options["signal"])
+            else:
+                os.killpg(process.pid, options["signal"])
+        _, stderr = process.communicate(timeout=600)
+    finally:
+        if holder is not None:
+            holder.kill()
+            holder.wait()
+            shutil.rmtree(out)
+    code = process.returncode
+    if options.get("records"):
+        time.sleep(0.5)
+        problems = [f"{record.parent.name}: record {json.loads(record.read_text())['status']}, summary "
+                    f"{row['status']}" for record, row in _cohort_rows(out)
+                    if json.loads(record.read_text())["status"] != row["status"]]
+        problems += [f"{LOCK_NAME} left"] if (out / LOCK_NAME).exists() else []
+        problems += [f"{len(alive)} processes left" for alive in [[p for p in processes if p.is_running() and
+                                                                 p.status() != psutil.STATUS_ZOMBIE]] if alive]
+        shutil.rmtree(folder / "tmp" / "dask-scratch-space", ignore_errors=True)  # Dask's own, empty after a run
+        shutil.rmtree(out, ignore_errors=True)
+        if problems:
+            code, stderr = -1, stderr + "ctmr-batch: PROBE: " + "; ".join(problems) + "\n"
+    return code, stderr
+
+
+def _first_case_running(process: subprocess.Popen, out: Path) -> list:
+    """Wait until a ctmr-register child of the run writes into `out`, a second more; every process of the run."""
+    import psutil
+
+    deadline = time.monotonic() + 300
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            processes = psutil.Process(process.pid).children(recursive=True)
+            if any(str(out) in " ".join(child.cmdline()) and "CTMRRegistrationLib.batch.case" in child.cmdline()
+                   for child in processes):
+                time.sleep(1.0)
+                return psutil.Process(process.pid).children(recursive=True)
+        except psutil.Error:
+            pass
+        time.sleep(0.1)
+    return []
+
+
+def _cohort_rows(out: Path) -> list[tuple[Path, dict]]:
+    """(case.json, summary row) of every case with a record."""
+    if not (out / "summary.csv").is_file():
+        return []
+    with open(out / "summary.csv", newline="") as stream:
+        rows = {row["case"]: row for row in csv.DictReader(stream)}
+    return [(record, rows.get(record.parent.name, {"status": "absent"})) for record in sorted(out.glob("*/case.json"))]
 
 
 def _prepare(folder: Path) -> None:
@@ -138,10 +297,17 @@ def _prepare(folder: Path) -> None:
     (folder / "file.txt").write_text("x")
     (folder / "binary.txt").write_bytes(bytes(range(256)) * 4)
     shutil.copy(CT, folder / "ct.nii.gz")
+    os.link(folder / "ct.nii.gz", folder / "hard.nii.gz")
+    (folder / "user").mkdir()  # a user's folder: their mask and start pose, and (as an input) a DICOM folder
+    (folder / "user" / "fixed_mask.nrrd").write_text("the user's own mask")
+    sitk.WriteTransform(sitk.Euler3DTransform(), str(folder / "user" / "affine.h5"))
+    (folder / "loop.fcsv").symlink_to(folder / "loop.fcsv")
     sitk.WriteTransform(sitk.Euler2DTransform(), str(folder / "flat.tfm"))
 
 
 def _run(arguments: list, options: dict, folder: Path) -> tuple[int, str]:
+    if options.get("tool") == "batch":
+        return _run_cohort(arguments, options, folder)
     tool = "qa_cli" if options.get("tool") == "qa" else "register_cli"
     command = [sys.executable, "-m", f"CTMRRegistrationLib.apps.{tool}", *map(str, arguments)]
     environment = os.environ | {"PYTHONPATH": LIBRARY, "TMPDIR": str(folder / "tmp")}
@@ -166,7 +332,7 @@ def _digest(paths: list[Path]) -> list[str]:
 
 
 def _message(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.startswith(("ctmr-register:", "ctmr-qa:"))]
+    lines = [line for line in stderr.splitlines() if line.startswith(("ctmr-register:", "ctmr-qa:", "ctmr-batch:"))]
     if "Traceback" in stderr:
         return "TRACEBACK: " + stderr.strip().splitlines()[-1]
     return lines[-1].split(":", 1)[1].strip() if lines else (stderr.strip().splitlines() or [""])[-1]
@@ -180,11 +346,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="ctmr-fault-probe-") as root:
         folder = Path(root)
         _prepare(folder)
-        for name, arguments, expected, options in _probes(folder, args.slow):
+        for name, arguments, expected, options in _probes(folder, args.slow) + _cohort_probes(folder, args.slow):
             if "full_device" in options and shutil.which("unshare") is None:
                 rows.append((name, "-", expected, "-", "-", "skipped: no unshare"))
                 continue
             (folder / "tmp").mkdir()
+            if options.get("stale"):  # a private folder left by a SIGKILLed run (pid 2**22 + 1: none)
+                (folder / "tmp" / f"ctmr-elastix-{2**22 + 1}-x").mkdir()
             inputs = [a for a in arguments if isinstance(a, Path) and a.is_file() and a.suffix != ".h5"]
             before = _digest(inputs)
             started = time.perf_counter()

@@ -4,6 +4,10 @@ A child process keeps a crash, an elastix failure or an out-of-memory kill from 
 lets the worker measure the case's peak memory (resident set of the child and its elastix processes). The
 case's folder holds transform.h5, result.json (the `--json` output), report/, log.txt and, written last,
 case.json: the record that marks the case finished.
+
+The child runs in a session of its own, so a Ctrl-C in the terminal reaches only `ctmr-batch`, which then stops
+the running cases itself (SIGTERM: ctmr-register cleans up and reports `interrupted`). A case that runs longer
+than its wall-clock limit is stopped the same way and recorded as failed.
 """
 
 from __future__ import annotations
@@ -24,9 +28,14 @@ RESULT_NAME = "result.json"
 LOG_NAME = "log.txt"
 REPORT_DIRECTORY = "report"
 ATTEMPTS_NAME = "attempts"
-FINAL_STATUSES = ("registered", "error", "mirrored")  # what a rerun keeps; failed and crashed cases are redone
+FINAL_STATUSES = ("registered", "error", "mirrored")  # what a rerun keeps; failed, crashed, interrupted are redone
+INTERRUPTED = "interrupted"  # a case stopped because ctmr-batch was stopped (its record and its summary row)
+INTERRUPTED_ERROR = "ctmr-batch was stopped before this case finished"
 POLL_SECONDS = 0.2
+TERMINATE_SECONDS = 5.0  # how long a case asked to stop (SIGTERM) has to clean up before its processes are killed
 PARENT_VARIABLE = "CTMR_BATCH_WORKER_PID"
+CASE_MODULE = "CTMRRegistrationLib.batch.case"
+_signalled: set[int] = set()  # case processes already asked to stop by terminate_cases (in this process)
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,7 @@ class CaseJob:
     arguments: tuple[str, ...]
     threads: int
     fingerprint: str
+    timeout: float | None = None  # wall-clock limit of the case in seconds; None: none
 
 
 def run_case(job: CaseJob) -> dict:
@@ -46,7 +56,7 @@ def run_case(job: CaseJob) -> dict:
     directory.mkdir(parents=True, exist_ok=True)
     attempts = _count_attempt(directory)
     _remove_outputs(directory)
-    command = [sys.executable, "-m", "CTMRRegistrationLib.batch.case", *job.arguments,
+    command = [sys.executable, "-m", CASE_MODULE, *job.arguments,
                "--output-transform", str(directory / TRANSFORM_NAME), "--json", "--threads", str(job.threads)]
     if [token for token in job.arguments if token in ("--qa", "--no-qa")][-1:] != ["--no-qa"]:  # the last one wins
         command += ["--report-folder", str(directory / REPORT_DIRECTORY)]
@@ -57,14 +67,19 @@ def run_case(job: CaseJob) -> dict:
     with open(directory / RESULT_NAME, "wb") as stdout, open(directory / LOG_NAME, "wb") as log:
         log.write(("$ " + " ".join(command) + "\n").encode())
         log.flush()
-        child = subprocess.Popen(command, stdout=stdout, stderr=log, env=environment)
-        exit_code, peak_bytes, over_limit = _wait_measuring(child, limit)
+        child = subprocess.Popen(command, stdout=stdout, stderr=log, env=environment, start_new_session=True)
+        exit_code, peak_bytes, stopped = _wait_measuring(child, limit, job.timeout)
     record = case_record(job, exit_code, _read_result(directory / RESULT_NAME), directory / LOG_NAME)
     record |= {"seconds": round(time.monotonic() - start, 2), "peak_memory_mb": round(peak_bytes / 2**20),
                "attempts": attempts}
-    if over_limit:
+    if stopped == "memory":
         record |= {"status": "crashed", "error": f"out of memory: the case used {peak_bytes / 2**20:.0f} MB, "
                    f"more than the {limit / 2**20:.0f} MB allowed per worker"}
+    elif stopped == "timeout":
+        record |= {"status": "failed", "error": f"timed out after {job.timeout:g} s (--case-timeout)"}
+    existing = read_record(directory)
+    if existing is not None:  # ctmr-batch, stopping, recorded the case meanwhile: its record and summary stand
+        return existing
     write_record(directory, record)
     return record
 
@@ -75,10 +90,12 @@ def case_record(job: CaseJob, exit_code: int, result: dict | None, log: Path) ->
               "reasons": [], "metrics": {}, "error": ""}
     if result is None and exit_code == 2:  # ctmr-register refused its options before reading anything
         return record | {"status": "error", "error": _last_line(log) or "ctmr-register refused its options"}
+    if result is None and exit_code in (-signal.SIGTERM, 128 + signal.SIGTERM):  # stopped by ctmr-batch early on
+        return record | {"status": INTERRUPTED, "error": INTERRUPTED_ERROR}
     if result is None:
         how = f"killed by signal {-exit_code}" if exit_code < 0 else f"exit code {exit_code}"
         return record | {"status": "crashed", "error": f"ctmr-register {how}: {_last_line(log)}".rstrip(": ")}
-    status = {"ok": "registered", "mirrored": "mirrored"}.get(result.get("status"), "failed")
+    status = {"ok": "registered", "mirrored": "mirrored", INTERRUPTED: INTERRUPTED}.get(result.get("status"), "failed")
     if result.get("status") == "error" and exit_code == 2:
         status = "error"
     qa = result.get("qa") or {}
@@ -86,7 +103,57 @@ def case_record(job: CaseJob, exit_code: int, result: dict | None, log: Path) ->
                "metrics": main_metrics(result), "error": result.get("error", "")}
     if status == "mirrored":
         record["error"] = "; ".join(result.get("warnings", [])) or "the moving image looks mirrored"
+    if status == INTERRUPTED:
+        record["error"] = INTERRUPTED_ERROR
     return record
+
+
+def interrupted_record(job: CaseJob) -> dict:
+    """Record (and write) a case that ctmr-batch stopped and whose worker did not record it in time."""
+    directory = Path(job.directory)
+    attempts = directory / ATTEMPTS_NAME
+    record = {"case": job.case, "fingerprint": job.fingerprint, "status": INTERRUPTED, "exit_code": None,
+              "verdict": "", "reasons": [], "metrics": {}, "error": INTERRUPTED_ERROR,
+              "attempts": int(attempts.read_text()) if attempts.is_file() else 0}
+    write_record(directory, record)
+    return record
+
+
+def started(job: CaseJob) -> bool:
+    """Whether a worker has started this case since ctmr-batch reset it (run_case counts an attempt first)."""
+    return (Path(job.directory) / ATTEMPTS_NAME).is_file()
+
+
+def case_processes(directories: list[str]) -> list:
+    """The `ctmr-register` processes on this machine that run a case writing into one of `directories`."""
+    import psutil
+
+    transforms = {str(Path(directory) / TRANSFORM_NAME) for directory in directories}
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        command = process.info["cmdline"] or []
+        if CASE_MODULE in command and transforms & set(command):
+            found.append(process)
+    return found
+
+
+def terminate_cases(directories: list[str], kill: bool = False) -> int:
+    """Ask the cases of `directories` running on this machine to stop (SIGTERM, once each: ctmr-register
+    removes its partial outputs and elastix), or with `kill` end their process trees (SIGKILL). Runs in
+    ctmr-batch for a LocalCluster, on every worker (Client.run) for a scheduler. Returns how many it found."""
+    import psutil
+
+    processes = case_processes(directories)
+    for process in processes:
+        if kill:
+            _kill_tree(process)
+        elif process.pid not in _signalled:
+            _signalled.add(process.pid)
+            try:
+                process.terminate()
+            except psutil.Error:
+                pass
+    return len(processes)
 
 
 def crashed_record(job: CaseJob, error: BaseException) -> dict:
@@ -165,20 +232,30 @@ def _remove_outputs(directory: Path) -> None:
     shutil.rmtree(directory / REPORT_DIRECTORY, ignore_errors=True)
 
 
-def _wait_measuring(child: subprocess.Popen, limit: int | None) -> tuple[int, int, bool]:
-    """Wait for `child`, sampling its process tree's resident memory; kill the tree above `limit` bytes.
-    Returns the exit code (negative: killed by that signal), the peak bytes and whether the limit was hit."""
+def _wait_measuring(child: subprocess.Popen, limit: int | None, timeout: float | None = None
+                    ) -> tuple[int, int, str | None]:
+    """Wait for `child`, sampling its process tree's resident memory; kill the tree above `limit` bytes, and
+    stop it after `timeout` seconds (SIGTERM, then the tree killed TERMINATE_SECONDS later). Returns the exit
+    code (negative: killed by that signal), the peak bytes and why it was stopped: "memory", "timeout" or None."""
     import psutil
 
-    process, peak, over_limit = psutil.Process(child.pid), 0, False
+    process, peak, stopped = psutil.Process(child.pid), 0, None
+    start, kill_at = time.monotonic(), None
     while True:
         pid, status, usage = os.wait4(child.pid, os.WNOHANG)
         if pid:
             child.returncode = os.waitstatus_to_exitcode(status)
-            return child.returncode, max(peak, usage.ru_maxrss * 1024), over_limit
+            return child.returncode, max(peak, usage.ru_maxrss * 1024), stopped
         peak = max(peak, _tree_resident_bytes(process))
-        if limit and peak > limit and not over_limit:
-            over_limit = True
+        now = time.monotonic()
+        if limit and peak > limit and stopped != "memory":
+            stopped = "memory"
+            _kill_tree(process)
+        elif timeout and now - start > timeout and stopped is None:
+            stopped, kill_at = "timeout", now + TERMINATE_SECONDS
+            child.terminate()
+        elif kill_at is not None and now > kill_at:
+            kill_at = None
             _kill_tree(process)
         time.sleep(POLL_SECONDS)
 
@@ -226,7 +303,9 @@ def _last_line(log: Path) -> str:
 
 
 def _die_with_parent() -> None:
-    """Ask Linux to kill this process when the worker that started it dies (no orphaned cases)."""
+    """Ask Linux to kill this process when the worker that started it dies (no orphaned cases); take the
+    signals that ctmr-batch blocks in its LocalCluster's workers (cli.open_client) as ctmr-register expects."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGHUP})
     if sys.platform.startswith("linux"):
         import ctypes
 

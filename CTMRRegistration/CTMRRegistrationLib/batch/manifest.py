@@ -5,7 +5,9 @@ and the fingerprints that tell whether a case must be computed again.
                       fixed_mask,moving_mask,stages]
 
 Paths are relative to the CSV's folder (absolute ones are kept); an empty optional cell means "not given".
-Every error names the line of the file it was found on.
+A path that exists must be a regular file (fixed and moving: or a DICOM folder); one that does not exist is the
+case's own error, recorded when it runs. A case id cannot be the name of a file ctmr-batch writes in the
+output folder. Every error names the line of the file it was found on.
 
 A case's fingerprint hashes the library version, the `ctmr-register` options of the case (output paths
 excluded: they are the same on every run) and the content of every input file or DICOM folder, so a rerun
@@ -23,11 +25,14 @@ from pathlib import Path
 
 from ..core.errors import InputError
 from ..core.resources import VERSION
+from .summary import WRITTEN_NAMES
 
 REQUIRED_COLUMNS = ("case", "fixed", "moving")
 PATH_COLUMNS = ("fixed", "moving", "fixed_landmarks", "moving_landmarks", "fixed_targets", "moving_targets",
                 "fixed_segmentation", "moving_segmentation", "fixed_seg", "moving_seg", "fixed_mask", "moving_mask")
 VALUE_COLUMNS = ("stages",)
+FOLDER_COLUMNS = ("fixed", "moving")  # a DICOM series may be a folder
+RESERVED_NAMES = WRITTEN_NAMES  # what ctmr-batch writes in the output folder beside the cases
 CASE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 OPTION_OF_COLUMN = {"fixed_seg": "--fixed-segmentation", "moving_seg": "--moving-segmentation"}  # older names
 CHUNK = 1 << 20
@@ -67,8 +72,10 @@ class Case:
 def read_manifest(path: Path) -> list[Case]:
     """The cases of manifest `path`; InputError naming the line for any malformed content."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise InputError(f"manifest {path} not found")
+    if not path.is_file():
+        raise InputError(f"manifest {path} is not a regular file ({_kind(path)})")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as error:
@@ -117,12 +124,50 @@ def _read_row(path: Path, number: int, columns: list[str], row: list[str]) -> Ca
     if not CASE_ID.fullmatch(case):
         raise InputError(f"{where}: case id {case!r} must start with a letter or digit and hold only "
                          "letters, digits, '.', '_' and '-' (it names the case's output folder)")
+    reserved = [name for name in RESERVED_NAMES if name.casefold() == case.casefold()]
+    if reserved:
+        raise InputError(f"{where}: case id {case!r} is the name of the file {reserved[0]} that ctmr-batch writes "
+                         "in the output folder; rename the case")
     for column in REQUIRED_COLUMNS[1:]:
         if not cells[column]:
             raise InputError(f"{where}: case {case!r} has no {column} image")
-    paths = {column: (path.parent / cells[column]).resolve() for column in PATH_COLUMNS if cells.get(column)}
+    paths = {column: _input_path(where, column, path.parent / cells[column])
+             for column in PATH_COLUMNS if cells.get(column)}
     values = {column: cells[column] for column in VALUE_COLUMNS if cells.get(column)}
     return Case(case=case, line=number, paths=paths, values=values)
+
+
+def _input_path(where: str, column: str, path: Path) -> Path:
+    """`path` made absolute; InputError for a symbolic-link loop or something that is no regular file (fixed,
+    moving: nor a folder). A missing path is kept: the case records that error when it runs."""
+    wanted = "a file or a DICOM folder" if column in FOLDER_COLUMNS else "a file"
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a symbolic-link loop (before Python 3.13)
+        raise InputError(f"{where}: {column} {path} is not {wanted} ({_kind(path)})") from None
+    if not path.exists() or path.is_file() or (column in FOLDER_COLUMNS and path.is_dir()):
+        return resolved  # missing (or a broken link): the case's own error, like the file it names
+    raise InputError(f"{where}: {column} {path} is not {wanted} ({_kind(path)})")
+
+
+def _kind(path: Path) -> str:
+    """What is at `path`, in words, when it is not a regular file."""
+    if path.is_symlink() and not path.exists():
+        try:
+            path.resolve(strict=True)
+        except FileNotFoundError:
+            return "a broken symbolic link"
+        except (OSError, RuntimeError):
+            return "a symbolic-link loop"
+    if path.is_dir():
+        return "a folder"
+    if path.is_fifo():
+        return "a named pipe"
+    if path.is_char_device() or path.is_block_device():
+        return "a device"
+    if path.is_socket():
+        return "a socket"
+    return "not a regular file"
 
 
 def content_digest(path: Path) -> str:

@@ -220,7 +220,7 @@ def presets_by_stage(presets: Sequence[str | Path]) -> dict[str, Path]:
     return by_stage
 
 
-def _stage_parameters(options: RegistrationOptions, wheel: bool = False) -> dict[str, ParameterMap]:
+def stage_parameters(options: RegistrationOptions, wheel: bool = False) -> dict[str, ParameterMap]:
     """The parameter map of every requested stage, read and checked (for the itk-elastix wheel when `wheel`)
     before any slow work so a bad file fails fast."""
     stages = list(options.stages)
@@ -298,7 +298,7 @@ def _register(fixed: sitk.Image, moving: sitk.Image, options: RegistrationOption
             raise InputError("the initial matrix must be an invertible 4x4 fixed->moving LPS matrix")
     check_user_masks(options.fixed_mask, options.moving_mask, options.mask_mode, options.use_masks)
     backend = choose_backend(options.backend, options.elastix_executable)
-    parameters = _stage_parameters(options, wheel=backend.name == "itk-elastix")
+    parameters = stage_parameters(options, wheel=backend.name == "itk-elastix")
     started = time.perf_counter()
     _report(progress, 0.0, "preparing images")
     originals = {"fixed": fixed, "moving": moving}
