@@ -35,7 +35,7 @@ from slicer.ScriptedLoadableModule import (  # noqa: E402
 from slicer.util import VTKObservationMixin  # noqa: E402
 
 from CTMRRegistrationLib import Cancelled, CTMRError, RegistrationLogic  # noqa: E402
-from CTMRRegistrationLib.apps.panel import Panel, PanelSettings, apply_problem  # noqa: E402
+from CTMRRegistrationLib.apps.panel import Panel, PanelSettings, apply_problem, carry_renamed_parameters  # noqa: E402
 from CTMRRegistrationLib.core import resources  # noqa: E402
 from CTMRRegistrationLib.mrml.nodes import sitk_from_volume  # noqa: E402
 from CTMRRegistrationLib.qa.report import REPORT_NAME  # noqa: E402
@@ -362,7 +362,9 @@ class CTMRRegistrationLogic(ScriptedLoadableModuleLogic, RegistrationLogic):
         ScriptedLoadableModuleLogic.__init__(self)
 
     def getParameterNode(self) -> CTMRRegistrationParameterNode:
-        return CTMRRegistrationParameterNode(super().getParameterNode())
+        node = super().getParameterNode()
+        carry_renamed_parameters(node)  # a scene saved with the fields' old names keeps its settings
+        return CTMRRegistrationParameterNode(node)
 
 
 #

@@ -78,6 +78,23 @@ class PanelSettings:
     verdict: str = ""
 
 
+RENAMED_FIELDS = {"autoCrop": "crop", "hardenResult": "harden", "presetFile": "preset",
+                  "dicomRegFile": "outputDicomReg", "automaticInitialization": "initialization"}
+
+
+def carry_renamed_parameters(node) -> None:
+    """Move the settings a scene saved under a field's old name (RENAMED_FIELDS) to its current name, on the
+    vtkMRMLScriptedModuleNode, ahead of the parameter node wrapper's defaults; the automaticInitialization
+    check box becomes the initialization choice."""
+    for old, new in RENAMED_FIELDS.items():
+        value = node.GetParameter(old)
+        if old == "automaticInitialization" and value:
+            value = "search" if value == "True" else "center"
+        if value and not node.GetParameter(new):
+            node.SetParameter(new, value)
+        node.UnsetParameter(old)
+
+
 def optional_path(path) -> Path | None:
     """A path field's value, or None when it is empty (the parameter node stores an empty path as '.')."""
     text = str(path or "").strip()

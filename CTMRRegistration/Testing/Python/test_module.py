@@ -464,3 +464,17 @@ def test_image_with_geometry_places_the_voxels(context, sample_ct):
     np.testing.assert_allclose(placed.GetOrigin(), sample_ct.GetOrigin(), atol=1e-6)
     np.testing.assert_allclose(placed.GetDirection(), sample_ct.GetDirection(), atol=1e-9)
     np.testing.assert_allclose(placed.GetSpacing(), sample_ct.GetSpacing(), atol=1e-9)
+
+
+def test_a_scene_saved_with_old_field_names_keeps_its_settings(context):
+    node = context.scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode")
+    for name, value in (("autoCrop", "False"), ("hardenResult", "True"), ("presetFile", "/p/Affine.txt"),
+                        ("automaticInitialization", "False"), ("harden", "")):
+        node.SetParameter(name, value)
+    panel.carry_renamed_parameters(node)
+    assert {name: node.GetParameter(name) for name in ("crop", "harden", "preset", "initialization")} == {
+        "crop": "False", "harden": "True", "preset": "/p/Affine.txt", "initialization": "center"}
+    assert set(node.GetParameterNames()) == {"crop", "harden", "preset", "initialization"}
+    assert set(panel.RENAMED_FIELDS.values()) <= set(parameter_fields())
+    panel.carry_renamed_parameters(node)  # a current scene is left as it is
+    assert node.GetParameter("initialization") == "center"
