@@ -33,7 +33,8 @@ JSON_FIELDS = {
     "deformable": "whether the result has a deformable part (the transform file is then a composite)",
     "backend": "the elastix that ran, with its version",
     "seconds": "the registration's wall time",
-    "stage_seconds": "the time of each step (masks, initialization, bias correction, crop, each elastix stage)",
+    "stage_seconds": "the time of each step: reading, masks, initialization, bias correction, crop, each elastix "
+                     "stage, each step of the quality check (`qa_*`), writing",
     "fixed_modality": "`CT` or `MR`, from the DICOM tag, the intensities or `--fixed-modality`",
     "moving_modality": "the same for the moving image",
     "metrics": "what the registration measured: the start pose search, overlap, each stage's guard",

@@ -29,6 +29,7 @@ import argparse
 import functools
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -145,6 +146,7 @@ def register_files(args) -> tuple[SceneRegistrationResult, dict, list[str]]:
     """Load, register, write every requested output, the transform first; the result, the files written and
     warnings for the outputs that could not be written (the transform's failure is an OutputError)."""
     backend = arguments.elastix_backend(args)
+    started = time.perf_counter()
     context = create_headless_context()
     fixed_node, fixed_series = load_input_volume(context, args.fixed, args.fixed_series, "fixed")
     moving_node, moving_series = load_input_volume(context, args.moving, args.moving_series, "moving")
@@ -168,12 +170,14 @@ def register_files(args) -> tuple[SceneRegistrationResult, dict, list[str]]:
         fixed_modality=args.fixed_modality, moving_modality=args.moving_modality, mask_mode=args.mask_mode,
         force_stages=args.force_stages,
     )
+    reading = time.perf_counter() - started
     result = logic.register(
         fixed_node, moving_node, progress=_ProgressPrinter(), apply_to_moving=False,
         add_mask_nodes=bool(args.output_masks), output_volume=resampled_node, grid_transform=args.grid_transform,
         qa=args.qa, crop_roi=crop_roi, add_registered_region=bool(args.registered_region),
         **options, **landmarks, **ground_truth, **extra,
     )
+    writing_started = time.perf_counter()
     outputs: dict[str, str] = {}
     warnings: list[str] = []
 
@@ -194,6 +198,7 @@ def register_files(args) -> tuple[SceneRegistrationResult, dict, list[str]]:
         path = args.output_masks / f"{role}_mask.nrrd"
         attempt(f"{role}_mask", lambda node=node, path=path: mrml_io.save_node(context, node, path))
     if result.status != "ok":
+        _profile(result, reading, time.perf_counter() - writing_started)
         return result, outputs, warnings
     if args.output_stage_transforms:
         attempt("stage_transforms", lambda: write_folder_atomically(args.output_stage_transforms, lambda folder: [
@@ -228,7 +233,15 @@ def register_files(args) -> tuple[SceneRegistrationResult, dict, list[str]]:
                       if value is not None and value != {}}
         attempt("report", lambda: write_folder_atomically(args.report_folder, lambda folder: logic.write_report(
             folder, result, image(fixed_node), image(moving_node), fixed_node, moving_node, parameters)) / REPORT_NAME)
+    _profile(result, reading, time.perf_counter() - writing_started)
     return result, outputs, warnings
+
+
+def _profile(result: SceneRegistrationResult, reading: float, writing: float) -> None:
+    """One profile of the run in result.stage_seconds: reading the inputs, the registration's steps, the quality
+    check's steps (qa_*), writing the outputs."""
+    checks = {f"qa_{step}": seconds for step, seconds in (result.qa.stage_seconds.items() if result.qa else ())}
+    result.stage_seconds = {"reading": reading, **result.stage_seconds, **checks, "writing": writing}
 
 
 def _demo_arguments(args) -> None:
