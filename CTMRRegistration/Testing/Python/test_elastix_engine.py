@@ -158,7 +158,7 @@ def test_mr_fixed_affine_run_is_the_inverse_of_ct_fixed(sample_ct, sample_mr, ct
 def test_presets_are_checked_before_registering(sample_ct, sample_mr, tmp_path):
     with pytest.raises(InputError, match="in that order"):
         register_images(sample_ct, sample_mr, RegistrationOptions(stages=("affine", "rigid")))
-    with pytest.raises(InputError, match="cannot read elastix parameter file"):
+    with pytest.raises(InputError, match="elastix parameter file not found"):
         register_images(sample_ct, sample_mr, RegistrationOptions(presets=[tmp_path / "missing.txt"]))
     affine = write_parameter_file(read_parameter_file(resources.parameter_file("Affine")), tmp_path / "my.txt")
     with pytest.raises(InputError, match="affine stage, which is not among"):
