@@ -71,7 +71,7 @@ def test_the_command_line_writes_and_reads_the_region(context, tmp_path, sample_
     sitk.WriteImage(sample_ct, str(fixed))
     sitk.WriteImage(sample_mr, str(moving))
     base = [sys.executable, "-m", "CTMRRegistrationLib", "--fixed", str(fixed), "--moving", str(moving),
-            "--no-qa", "--json"]
+            "--no-qa", "--json", "--initialization", "center", "--bias-correction", "off"]  # the region, not the pose
     first = subprocess.run(base + ["--output-transform", str(tmp_path / "t1.h5"),
                                    "--registered-region", str(tmp_path / "region.mrk.json")],
                            capture_output=True, text=True)
