@@ -35,7 +35,7 @@ from slicer.ScriptedLoadableModule import (  # noqa: E402
 from slicer.util import VTKObservationMixin  # noqa: E402
 
 from CTMRRegistrationLib import Cancelled, CTMRError, RegistrationLogic  # noqa: E402
-from CTMRRegistrationLib.apps.panel import Panel, PanelSettings, apply_problem, carry_renamed_parameters  # noqa: E402
+from CTMRRegistrationLib.apps.panel import Panel, PanelSettings, apply_problem, carry_renamed_parameters, status_line  # noqa: E402, E501
 from CTMRRegistrationLib.core import resources  # noqa: E402
 from CTMRRegistrationLib.mrml.nodes import sitk_from_volume  # noqa: E402
 from CTMRRegistrationLib.qa.report import REPORT_NAME  # noqa: E402
@@ -295,8 +295,7 @@ class CTMRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if not self._cancelRequested:
                 self.ui.statusLabel.text += " Nothing was changed."
             return
-        notes = " ".join((result.qa.reasons if result.qa else []) + result.warnings)
-        self.ui.statusLabel.text = f"{p.verdict} in {result.seconds:.1f} s. {notes}".strip()
+        self.ui.statusLabel.text = status_line(result)
         self._updateButtons()
         if result.status == "mirrored":
             self.showMessage(

@@ -33,6 +33,7 @@ from ..mrml.nodes import add_volume_from_sitk, ijk_to_world_lps, sitk_from_volum
 from ..mrml.scene_registration import SceneRegistrationResult
 from ..qa.pictures import checkerboard
 from ..qa.report import REPORT_NAME
+from ..qa.verdict import bound_text
 from ..registration.pipeline import BIAS_CORRECTIONS, INITIALIZATIONS, CancelledCallback, ProgressCallback
 
 
@@ -170,7 +171,10 @@ def result_summary(result: SceneRegistrationResult) -> tuple[str, list[tuple[str
     """The verdict and the (metric, value) rows of a result: the one place where results reach the panel.
     The verdict is the quality check's (ok, check, failed), else the registration status."""
     verdict = result.verdict or result.status
-    rows = [("verdict", verdict)] + [("reason", reason) for reason in (result.qa.reasons if result.qa else [])]
+    rows = [("verdict", verdict)]
+    if result.error_bound_mm is not None:
+        rows.append(("error bound, p95 (mm)", f"<= {result.error_bound_mm}"))
+    rows += [("reason", reason) for reason in (result.qa.reasons if result.qa else [])]
     rows += [
         ("status", result.status),
         ("fixed / moving modality", f"{result.fixed_modality} / {result.moving_modality}"),
@@ -183,6 +187,13 @@ def result_summary(result: SceneRegistrationResult) -> tuple[str, list[tuple[str
         rows += _metric_rows(result.qa.metrics, "quality ")
     rows += [("warning", warning) for warning in result.warnings]
     return verdict, rows
+
+
+def status_line(result: SceneRegistrationResult) -> str:
+    """One line for the panel's status label: verdict, error bound, time, reasons and warnings."""
+    bound = bound_text(result.error_bound_mm)
+    notes = " ".join((result.qa.reasons if result.qa else []) + result.warnings)
+    return f"{result.verdict or result.status}{bound} in {result.seconds:.1f} s. {notes}".strip()
 
 
 def fill_metrics_table(table_node, rows: list[tuple[str, str]]) -> None:

@@ -33,6 +33,7 @@ from ..mrml.qa_inputs import load_qa_files, segmentation_pair, target_points
 from ..mrml.scene import create_headless_context
 from ..qa.assess import QAOptions, QAResult, assess
 from ..qa.report import REPORT_NAME, write_qa_report
+from ..qa.verdict import bound_text
 from . import arguments, command
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_CHECK, EXIT_OUTPUT = 0, 1, 2, 3, 4
@@ -127,7 +128,7 @@ def _run(args) -> int:
     if args.json:
         print(json.dumps(report))
     else:
-        print(f"verdict: {result.verdict}")
+        print(f"verdict: {result.verdict}{bound_text(result.metrics.get('error_bound_mm'))}")
         for reason in result.reasons:
             print(f"  - {reason}")
         for name, value in result.metrics.items():

@@ -52,6 +52,7 @@ from ..mrml.scene import create_headless_context
 from ..mrml.scene_registration import SceneRegistrationResult
 from ..qa.overlay import write_overlay_png
 from ..qa.report import REPORT_NAME
+from ..qa.verdict import bound_text
 from ..registration.pipeline import BIAS_CORRECTIONS, INITIALIZATIONS
 from . import arguments, command
 
@@ -308,7 +309,7 @@ def _print_summary(report: dict) -> None:
         print(f"warning: {warning}")
     print(f"status: {report['status']}  ({report['fixed_modality']} fixed, {report['moving_modality']} moving)")
     if report.get("qa"):
-        print(f"verdict: {report['verdict']}")
+        print(f"verdict: {report['verdict']}{bound_text(report['error_bound_mm'])}")
         for reason in report["qa"]["reasons"]:
             print(f"  - {reason}")
     stages = "  ".join(f"{name} {seconds:.1f} s" for name, seconds in report["stage_seconds"].items())

@@ -187,7 +187,8 @@ def worker_memory_limit() -> int | None:
 def main_metrics(result: dict) -> dict:
     """The figures of a result that a cohort table shows: time per stage aside, QA and ground-truth errors."""
     qa = (result.get("qa") or {}).get("metrics", {})
-    metrics = {key: qa[key] for key in ("foreground_overlap", "edge_alignment", "restart_spread_mm") if key in qa}
+    metrics = {key: qa[key] for key in ("error_bound_mm", "foreground_overlap", "edge_alignment", "restart_spread_mm")
+               if qa.get(key) is not None}
     targets = qa.get("targets", {}).get("after")
     if targets:
         metrics |= {"tre_mean_mm": targets["tre_mean_mm"], "tre_max_mm": targets["tre_max_mm"]}

@@ -31,8 +31,8 @@ LOCK_NAME = ".ctmr-batch.lock"
 WRITTEN_NAMES = (SUMMARY_NAME, INDEX_NAME, SUMMARY_NAME + ".partial", INDEX_NAME + ".partial", LOCK_NAME)
 HOLDER_WAIT_SECONDS = 0.5  # how long to wait for a runner that has just taken the lock to write its pid
 GOOD_VERDICTS = ("ok", "check", "")  # "": registered with --no-qa, no verdict to judge
-METRIC_COLUMNS = ("foreground_overlap", "edge_alignment", "restart_spread_mm", "tre_mean_mm", "tre_max_mm",
-                  "dice_mean")
+METRIC_COLUMNS = ("error_bound_mm", "foreground_overlap", "edge_alignment", "restart_spread_mm", "tre_mean_mm",
+                  "tre_max_mm", "dice_mean")
 COLUMNS = ("case", "status", "verdict", "reasons", "seconds", "peak_memory_mb", "attempts", "reused",
            *METRIC_COLUMNS, "error")
 THUMBNAIL = "after_blend.png"

@@ -230,7 +230,7 @@ class RegistrationLogic:
             registration.warnings += landmarks.warnings
         assessment = None
         if registration.status == "ok" and qa:
-            qa_options = qa if isinstance(qa, QAOptions) else QAOptions(threads=threads)
+            qa_options = qa if isinstance(qa, QAOptions) else QAOptions(threads=threads, bias_correction=options.bias_correction)
             qa_options = replace(qa_options, backend=options.backend)
             assessment = self._assess(registration, fixed, moving, ground_truth, qa_options, progress, cancelled)
             registration, assessment = retry_if_failed(

@@ -54,6 +54,11 @@ class SceneRegistrationResult(RegistrationResult):
         return self.qa.verdict if self.qa is not None else None
 
     @property
+    def error_bound_mm(self) -> float | None:
+        """The quality check's upper bound on the result's p95 error (mm); None without it or its restarts."""
+        return self.qa.metrics.get("error_bound_mm") if self.qa is not None else None
+
+    @property
     def crop_roi_node(self):
         """Deprecated name of `registered_region_node`."""
         warnings.warn("crop_roi_node is deprecated, use registered_region_node", DeprecationWarning, stacklevel=2)
@@ -62,7 +67,8 @@ class SceneRegistrationResult(RegistrationResult):
     def as_dict(self) -> dict:
         """The JSON form printed by `ctmr-register --json`."""
         report = super().as_dict()
-        report = {"status": report.pop("status"), "verdict": self.verdict, **report}
+        report = {"status": report.pop("status"), "verdict": self.verdict, "error_bound_mm": self.error_bound_mm,
+                  **report}
         if self.qa is not None:
             report["qa"] = self.qa.as_dict()
         return report

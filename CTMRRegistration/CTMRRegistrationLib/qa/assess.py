@@ -3,8 +3,12 @@
 Without ground truth (these make the verdict, see `verdict`): foreground overlap and edge agreement under
 the transform, restart stability of short rigid registrations around it, inverse consistency with a
 backward (moving->fixed) transform, and for deformable transforms the Jacobian determinant in the fixed
-object. With ground truth, reported beside: TRE at paired target points and Dice / Hausdorff / HD95 /
-mean surface distance of paired segmentations, before and after registration.
+object. Beside the verdict, `error_bound_mm`: an upper bound on the result's p95 error (mm), calibrated on
+bench/qa_calibration.py's labelled set. With ground truth, reported beside: TRE at paired target points and
+Dice / Hausdorff / HD95 / mean surface distance of paired segmentations, before and after registration.
+
+For a linear transform every cue, the verdict and the bound are the same whichever image is fixed (with the
+inverse transform): each cue is measured from both images' sides (see `images`, `agreement`, `consistency`).
 
 Inverse consistency needs a backward transform: the pipeline's own when it registered both directions, or
 one the caller gives. `QAOptions.backward_refinement` finds one for a linear transform by a short rigid
@@ -31,7 +35,7 @@ from .agreement import edge_agreement, foreground_overlap
 from .images import prepare_qa_images
 from .jacobian import jacobian_statistics
 from .segmentation_metrics import segmentation_metrics
-from .verdict import grade_cues
+from .verdict import error_bound_mm, grade_cues
 
 
 @dataclass
@@ -44,6 +48,7 @@ class QAOptions:
     fixed_modality: str | None = None
     moving_modality: str | None = None
     backend: ElastixBackend | None = None  # what runs the restarts: the registration's (default: chosen as 'auto')
+    bias_correction: str = "auto"  # MR bias-field correction of the QA images, as the registration's: auto, on, off
 
 
 @dataclass
@@ -59,7 +64,8 @@ class QAResult:
 
     def as_dict(self) -> dict:
         """The JSON form printed by `ctmr-qa --json`."""
-        return {"verdict": self.verdict, "reasons": self.reasons, "metrics": self.metrics,
+        return {"verdict": self.verdict, "error_bound_mm": self.metrics.get("error_bound_mm"), "reasons": self.reasons,
+                "metrics": self.metrics,
                 "seconds": round(self.seconds, 3),
                 "stage_seconds": {name: round(value, 3) for name, value in self.stage_seconds.items()}}
 
@@ -130,28 +136,31 @@ def assess(
     clock = _Clock(seconds, cancelled)
     transform = _as_sitk(transform)
     images = clock("prepare", lambda: prepare_qa_images(fixed, moving, options.fixed_modality, options.moving_modality,
-                                                        fixed_mask, moving_mask))
+                                                        fixed_mask, moving_mask, options.bias_correction))
     metrics = {"fixed_modality": images.fixed_modality, "moving_modality": images.moving_modality,
                "object_centre_lps": [round(float(c), 2) for c in images.centre]}
-    metrics |= clock("overlap", lambda: foreground_overlap(images, transform))
-    metrics |= clock("edges", lambda: edge_agreement(images, transform))
     matrix, refine = linear_matrix(transform), None
+    inverse = None if matrix is None else sitk_from_matrix(np.linalg.inv(matrix))
+    metrics |= clock("overlap", lambda: foreground_overlap(images, transform, inverse))
+    metrics |= clock("edges", lambda: edge_agreement(images, transform, inverse, matrix))
+    points = consistency.SharedPoints(images.object_points, images.moving_points)
     if matrix is None:
         metrics |= clock("jacobian", lambda: jacobian_statistics(transform, images.fixed, images.fixed_mask))
     else:
+        points = consistency.shared_points(images, matrix)
         metrics["jacobian_determinant"] = round(float(np.linalg.det(matrix[:3, :3])), 6)
         if options.restarts > 0 or (backward is None and options.backward_refinement):
             refine = consistency.RigidRefiner(options.backend or choose_backend(), options.threads, cancelled)
         if options.restarts > 0:
-            metrics |= clock("restarts",
-                             lambda: consistency.restart_stability(images, matrix, refine, options.restarts))
+            metrics |= clock("restarts", lambda: consistency.restart_stability(images, matrix, refine,
+                                                                               options.restarts, points))
         if backward is None and options.backward_refinement:
             backward = clock("backward", lambda: consistency.backward_by_refinement(images, matrix, refine))
             metrics["backward"] = "refined from the inverse"
         elif backward is not None:
             metrics["backward"] = "given"
     if backward is not None:
-        metrics |= consistency.inverse_consistency(transform, _as_sitk(backward), images.object_points)
+        metrics |= consistency.inverse_consistency(transform, _as_sitk(backward), points.fixed, points.moving)
     targets = None if fixed_targets is None or moving_targets is None else (fixed_targets, moving_targets)
     segmentations = None
     if fixed_segmentation is not None and moving_segmentation is not None:
@@ -159,5 +168,6 @@ def assess(
     _ground_truth(metrics, transform, _as_sitk(before) if before is not None else sitk.Transform(), targets,
                   segmentations, clock)
     verdict = grade_cues(metrics)
+    metrics["error_bound_mm"] = error_bound_mm(metrics) if matrix is not None else None
     backend = refine.backend.describe() if refine is not None else ""
     return QAResult(verdict.verdict, verdict.reasons, metrics, time.perf_counter() - started, seconds, backend)

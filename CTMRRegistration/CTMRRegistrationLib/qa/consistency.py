@@ -1,15 +1,22 @@
 """Does the registration come out the same when asked again? Without ground truth, a right answer is
 one that
-- the opposite registration (moving onto fixed) inverts: the residual of backward(forward(p)) - p over
-  the fixed object (`inverse consistency`, mm);
+- the opposite registration (moving onto fixed) inverts: the residual of backward(forward(p)) - p over the
+  fixed object and of forward(backward(q)) - q over the moving object (`inverse consistency`, mm);
 - short rigid elastix runs started from perturbed poses around it return to (`restart drift`: how far
-  they end from it; `restart spread`: how far they end from each other, mm).
+  they end from it; `restart spread`: how far they end from each other; `restart offset`: how far the
+  mean of their ends is from it, mm).
 A wrong pose is seldom an optimum the intensity metric returns to from every side.
 
 The refinement runs elastix's rigid stage (the shipped Rigid preset, shortened: one resolution, fewer
 iterations) on the QA grids with both foreground masks, with the CT as elastix's fixed image as the pipeline
 does: restarts with the MR fixed scatter around correct results. For the same reason a backward transform found
 by refinement (MR fixed when the forward registration had the CT fixed) is a noisy cue.
+
+Every distance is measured the same whichever image is fixed: between two transforms it is taken over the
+points of both objects where the other image sees them (`shared_points`), the fixed object's in the moving
+space and the moving object's, through the inverses, in the fixed space; the restarts run with the same image
+as elastix's fixed one (the CT; of two images of one modality, the larger object) and start around the
+centre of those points.
 """
 
 from __future__ import annotations
@@ -22,8 +29,8 @@ import SimpleITK as sitk
 from scipy.spatial.transform import Rotation
 
 from ..core.errors import NoOverlapError
-from ..core.geometry import map_points, matrix_from_sitk, p95, p95_distance, sitk_from_matrix
-from ..core.imaging import in_view_mask
+from ..core.geometry import map_points, matrix_from_sitk, p95, sitk_from_matrix, transform_points
+from ..core.imaging import in_view_mask, index_to_physical_matrix
 from ..core.resources import parameter_file
 from ..elastix.backends import ElastixBackend
 from ..elastix.parameters import ElastixJob, read_parameter_file
@@ -33,8 +40,9 @@ from .images import QAImages
 REFINEMENT_OVERRIDES = {"NumberOfResolutions": ["1"], "MaximumNumberOfIterations": ["300"],
                         "NumberOfSpatialSamples": ["3000"]}
 # 300 iterations: with fewer, restarts around right results do not settle and fail them
-PERTURBATION_MM = 4.0
-PERTURBATION_DEGREES = 4.0
+SNAP = 2.0**-24  # the restarts' pose is snapped to multiples of this (see `_snapped`)
+PERTURBATION_MM = 2.0  # with 4 mm and 4 degrees one restart in two of a right result on a cropped phantom
+PERTURBATION_DEGREES = 2.0  # left for another optimum 10-20 mm away; from 2 and 2 they return
 # Directions of the perturbations, in pairs of opposites so that the starts surround the pose.
 _AXES = np.array([[1.0, 1.0, 1.0], [-1.0, -1.0, -1.0], [1.0, -1.0, 1.0], [-1.0, 1.0, -1.0]]) / np.sqrt(3.0)
 _SHIFTS = np.array([[1.0, -1.0, 0.0], [-1.0, 1.0, 0.0], [0.0, 1.0, 1.0], [0.0, -1.0, -1.0]]) / np.sqrt(2.0)
@@ -58,10 +66,52 @@ class RigidRefiner:
         return matrix_from_sitk(stage) @ start  # elastix's "Compose": the start applies first
 
 
-def inverse_consistency(forward, backward, points: np.ndarray) -> dict:
-    """Residual |backward(forward(p)) - p| (mm) over fixed points, for any two transforms (matrices or
-    SimpleITK transforms): forward maps fixed to moving, backward moving to fixed."""
+@dataclass(frozen=True)
+class SharedPoints:
+    """Points of the fixed object (fixed space) and of the moving object (moving space), LPS, N x 3."""
+
+    fixed: np.ndarray
+    moving: np.ndarray
+
+
+def _inside_box(image: sitk.Image, points: np.ndarray) -> np.ndarray:
+    if len(points) == 0:
+        return np.zeros(0, dtype=bool)
+    index = np.linalg.solve(index_to_physical_matrix(image)[:3, :3], (points - image.GetOrigin()).T).T
+    return np.all((index >= -0.5) & (index <= np.asarray(image.GetSize()) - 0.5), axis=1)
+
+
+def shared_points(images: QAImages, matrix: np.ndarray) -> SharedPoints:
+    """The fixed object's points that `matrix` (fixed->moving) maps inside the moving image, and the moving
+    object's points that its inverse maps inside the fixed image: where both images show the object. An
+    object none of whose points the other image sees keeps all its points."""
+    fixed, moving = images.object_points, images.moving_points
+    seen = _inside_box(images.moving, transform_points(matrix, fixed))
+    moving_seen = _inside_box(images.fixed, transform_points(np.linalg.inv(matrix), moving))
+    return SharedPoints(fixed[seen] if seen.any() else fixed, moving[moving_seen] if moving_seen.any() else moving)
+
+
+def distances_both_ways(a: np.ndarray, b: np.ndarray, points: SharedPoints) -> np.ndarray:
+    """|a(p) - b(p)| over the fixed points and |a^-1(q) - b^-1(q)| over the moving points (mm), for two
+    fixed->moving matrices: the same distances for their inverses with the points exchanged."""
+    forward = np.linalg.norm(transform_points(a, points.fixed) - transform_points(b, points.fixed), axis=1)
+    backward = np.linalg.norm(transform_points(np.linalg.inv(a), points.moving)
+                              - transform_points(np.linalg.inv(b), points.moving), axis=1)
+    return np.concatenate([forward, backward])
+
+
+def p95_both_ways(a: np.ndarray, b: np.ndarray, points: SharedPoints) -> float:
+    return p95(distances_both_ways(a, b, points))
+
+
+def inverse_consistency(forward, backward, points: np.ndarray, moving_points: np.ndarray | None = None) -> dict:
+    """Residual |backward(forward(p)) - p| (mm) over fixed points, and |forward(backward(q)) - q| over
+    `moving_points` when given, for any two transforms (matrices or SimpleITK transforms): forward maps fixed to
+    moving, backward moving to fixed."""
     residual = np.linalg.norm(map_points(backward, map_points(forward, points)) - points, axis=1)
+    if moving_points is not None and len(moving_points):
+        back = np.linalg.norm(map_points(forward, map_points(backward, moving_points)) - moving_points, axis=1)
+        residual = np.concatenate([residual, back])
     return {"inverse_consistency_mean_mm": round(float(residual.mean()), 3),
             "inverse_consistency_p95_mm": round(p95(residual), 3),
             "inverse_consistency_max_mm": round(float(residual.max()), 3)}
@@ -86,34 +136,65 @@ def perturbed_starts(matrix: np.ndarray, centre: np.ndarray, count: int,
     return starts
 
 
-def _ct_fixed(images: QAImages, matrix: np.ndarray) -> tuple[tuple, np.ndarray, np.ndarray, bool]:
-    """(fixed, moving, fixed mask, moving mask), pose and object centre for elastix with the CT fixed, and
-    whether that swapped the images."""
-    if (images.fixed_modality, images.moving_modality) == ("MR", "CT"):
-        roles = (images.moving, images.fixed, images.moving_mask, images.fixed_mask)
-        return roles, np.linalg.inv(matrix), map_points(matrix, images.centre[None])[0], True
-    return (images.fixed, images.moving, images.fixed_mask, images.moving_mask), matrix, images.centre, False
+def _object_volume(mask: sitk.Image) -> float:
+    return float(np.count_nonzero(sitk.GetArrayViewFromImage(mask))) * float(np.prod(mask.GetSpacing()))
 
 
-def restart_stability(images: QAImages, matrix: np.ndarray, refine: RigidRefiner, starts: int = 2) -> dict:
-    """Drift (p95 distance over the object from `matrix`, worst start) and spread (worst p95 distance
-    between two ends) of short rigid registrations from perturbed starts, run with the CT fixed; when a
-    restart finds no overlap, how many did instead."""
-    (fixed, moving, fixed_mask, moving_mask), pose, centre, swapped = _ct_fixed(images, matrix)
+def elastix_roles_swapped(images: QAImages) -> bool:
+    """Whether the restarts run with the moving image as elastix's fixed one: the CT is elastix's fixed image
+    (the MR fixed scatters restarts around correct results); between images of one modality, the larger
+    object. The choice does not depend on which image the caller made fixed."""
+    modalities = (images.fixed_modality, images.moving_modality)
+    if modalities == ("MR", "CT"):
+        return True
+    if modalities == ("CT", "MR"):
+        return False
+    return _object_volume(images.moving_mask) > _object_volume(images.fixed_mask)
+
+
+def _mean_end(ends: list[np.ndarray], matrix: np.ndarray, points: SharedPoints) -> float:
+    """p95 distance (both ways) between `matrix` and the point-wise mean of the restarts' ends: where the
+    restarts, started on opposite sides of the result, agree the optimum is."""
+    forward = np.mean([transform_points(end, points.fixed) for end in ends], axis=0)
+    backward = np.mean([transform_points(np.linalg.inv(end), points.moving) for end in ends], axis=0)
+    return p95(np.concatenate([np.linalg.norm(forward - transform_points(matrix, points.fixed), axis=1),
+                               np.linalg.norm(backward - transform_points(np.linalg.inv(matrix), points.moving),
+                                              axis=1)]))
+
+
+def _snapped(matrix: np.ndarray) -> np.ndarray:
+    """`matrix` on a grid far below any effect (6e-8), so that the restarts get the same numbers whichever image
+    the caller made fixed: a matrix and the inverse of its inverse differ in the last bits, and elastix amplifies
+    that into tenths of a mm. A binary grid, because the decimal matrices of JSON files (9 decimals) would sit
+    exactly halfway between the steps of a decimal one."""
+    return np.round(matrix / SNAP) * SNAP
+
+
+def restart_stability(images: QAImages, matrix: np.ndarray, refine: RigidRefiner, starts: int = 2,
+                      points: SharedPoints | None = None) -> dict:
+    """Drift (p95 distance from `matrix`, worst start), spread (worst p95 distance between two ends) and offset
+    (p95 distance from `matrix` to the mean of the ends) of short rigid registrations from perturbed starts,
+    distances both ways over `points` (default: `shared_points`); when a restart finds no overlap, how many
+    did instead."""
+    points = points or shared_points(images, matrix)
+    swapped = elastix_roles_swapped(images)
+    roles = images.swapped() if swapped else images
+    pose = _snapped(np.linalg.inv(matrix) if swapped else matrix)
+    role_points = SharedPoints(points.moving, points.fixed) if swapped else points
+    centre = np.concatenate([role_points.fixed, transform_points(np.linalg.inv(pose), role_points.moving)]).mean(axis=0)
     ends, lost = [], 0
     # only where the moving image has data: a partial moving view would leave most samples outside it
-    seen = in_view_mask(fixed, moving, sitk_from_matrix(pose))
-    fixed_mask = seen if fixed_mask is None else sitk.And(fixed_mask, seen)
+    seen = in_view_mask(roles.fixed, roles.moving, sitk_from_matrix(pose))
+    fixed_mask = sitk.And(roles.fixed_mask, seen)
     for start in perturbed_starts(pose, centre, starts):
         try:
-            ends.append(refine(fixed, moving, start, fixed_mask, moving_mask))
+            ends.append(refine(roles.fixed, roles.moving, start, fixed_mask, roles.moving_mask))
         except NoOverlapError:  # the images barely overlap near the result: graded as a failure
             lost += 1
     if lost:
         return {"restarts_without_overlap": lost, "restarts": starts}
     ends = [np.linalg.inv(end) for end in ends] if swapped else ends
-    points = images.object_points
-    drifts = [p95_distance(end, matrix, points) for end in ends]
-    spreads = [p95_distance(a, b, points) for i, a in enumerate(ends) for b in ends[i + 1:]]
+    drifts = [p95_both_ways(end, matrix, points) for end in ends]
+    spreads = [p95_both_ways(a, b, points) for i, a in enumerate(ends) for b in ends[i + 1:]]
     return {"restart_drift_mm": round(max(drifts), 3), "restart_spread_mm": round(max(spreads, default=0.0), 3),
-            "restarts": len(ends)}
+            "restart_offset_mm": round(_mean_end(ends, matrix, points), 3), "restarts": len(ends)}

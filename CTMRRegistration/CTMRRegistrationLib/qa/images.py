@@ -1,5 +1,9 @@
 """The images quality assessment works on: both volumes on isotropic 2 mm grids, their foreground masks,
-and points spread over the fixed object (where distances between transforms are measured)."""
+and points spread over each object (where distances between transforms are measured).
+
+Every cue is computed so that exchanging the fixed and the moving image (and inverting the transform) gives
+the same value: `QAImages.swapped` is the same images with the roles exchanged, and a cue computed from one
+side is computed from the other side too and combined."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import SimpleITK as sitk
 
 from ..core.imaging import check_volume, guess_modality, mask_points, resample_isotropic
 from ..core.masks import foreground_mask
+from ..registration.bias_field import estimate_log_bias_field, remove_bias_field
 
 QA_SPACING_MM = 2.0
 OBJECT_POINTS = 3000
@@ -19,7 +24,7 @@ SEED = 20260
 @dataclass
 class QAImages:
     """Fixed and moving images (float, isotropic QA grid), their masks (uint8) and modalities, and points
-    (LPS, N x 3) inside the fixed object with their centroid."""
+    (LPS, N x 3) inside the fixed object (with their centroid) and inside the moving object."""
 
     fixed: sitk.Image
     moving: sitk.Image
@@ -28,10 +33,16 @@ class QAImages:
     fixed_modality: str
     moving_modality: str
     object_points: np.ndarray
+    moving_points: np.ndarray
 
     @property
     def centre(self) -> np.ndarray:
         return self.object_points.mean(axis=0)
+
+    def swapped(self) -> QAImages:
+        """The same images with the fixed and the moving roles exchanged."""
+        return QAImages(self.moving, self.fixed, self.moving_mask, self.fixed_mask, self.moving_modality,
+                        self.fixed_modality, self.moving_points, self.object_points)
 
 
 def _mask_on(grid: sitk.Image, mask: sitk.Image | None, modality: str) -> sitk.Image:
@@ -47,9 +58,11 @@ def object_points(mask: sitk.Image, count: int = OBJECT_POINTS) -> np.ndarray:
 
 def prepare_qa_images(
     fixed: sitk.Image, moving: sitk.Image, fixed_modality: str | None = None, moving_modality: str | None = None,
-    fixed_mask: sitk.Image | None = None, moving_mask: sitk.Image | None = None,
+    fixed_mask: sitk.Image | None = None, moving_mask: sitk.Image | None = None, bias_correction: str = "auto",
 ) -> QAImages:
-    """Resample both images to the QA grid; masks are computed (or the given ones resampled) there."""
+    """Resample both images to the QA grid; masks are computed (or the given ones resampled) there. MR images
+    are corrected for their bias field as the pipeline corrects them (`bias_correction`: auto = MR images only,
+    on, off): the intensity optimum the restarts find moves by several mm with the correction."""
     check_volume(fixed, "fixed")
     check_volume(moving, "moving")
     fixed_modality = fixed_modality or guess_modality(fixed)
@@ -57,7 +70,19 @@ def prepare_qa_images(
     fixed_grid, moving_grid = resample_isotropic(fixed, QA_SPACING_MM), resample_isotropic(moving, QA_SPACING_MM)
     fixed_mask = _mask_on(fixed_grid, fixed_mask, fixed_modality)
     moving_mask = _mask_on(moving_grid, moving_mask, moving_modality)
-    points = object_points(fixed_mask)
-    if len(points) == 0:
-        points = object_points(sitk.Cast(fixed_grid == fixed_grid, sitk.sitkUInt8))
-    return QAImages(fixed_grid, moving_grid, fixed_mask, moving_mask, fixed_modality, moving_modality, points)
+    if _corrects(bias_correction, fixed_modality):
+        fixed_grid = remove_bias_field(fixed_grid, estimate_log_bias_field(fixed_grid, fixed_mask))
+    if _corrects(bias_correction, moving_modality):
+        moving_grid = remove_bias_field(moving_grid, estimate_log_bias_field(moving_grid, moving_mask))
+    return QAImages(fixed_grid, moving_grid, fixed_mask, moving_mask, fixed_modality, moving_modality,
+                    _points_or_grid(fixed_mask, fixed_grid), _points_or_grid(moving_mask, moving_grid))
+
+
+def _corrects(bias_correction: str, modality: str) -> bool:
+    return modality == "MR" if bias_correction == "auto" else bias_correction == "on"
+
+
+def _points_or_grid(mask: sitk.Image, grid: sitk.Image) -> np.ndarray:
+    """Object points of `mask`, or points of the whole grid when the mask is empty."""
+    points = object_points(mask)
+    return points if len(points) else object_points(sitk.Cast(grid == grid, sitk.sitkUInt8))

@@ -16,6 +16,7 @@ import SimpleITK as sitk
 from ..core.resources import VERSION
 from .assess import QAResult
 from .pictures import KINDS, write_qa_pictures
+from .verdict import bound_text
 
 REPORT_NAME = "report.html"
 REPORT_ROWS = ("before", "after")
@@ -69,6 +70,10 @@ def _figures(pictures: dict[str, Path]) -> str:
     return "".join(parts)
 
 
+def _bound(qa: QAResult) -> str:
+    return html.escape(bound_text(qa.metrics.get("error_bound_mm")))
+
+
 def write_report(directory, qa: QAResult, pictures: dict[str, Path] | None = None, inputs: dict | None = None,
                  parameters: dict | None = None, registration: dict | None = None,
                  title: str = "CT-MR registration quality report") -> Path:
@@ -85,7 +90,7 @@ def write_report(directory, qa: QAResult, pictures: dict[str, Path] | None = Non
         timings |= {f"registration / {k}": v for k, v in registration.get("stage_seconds", {}).items()}
     sections = [
         f"<h1>{html.escape(title)}</h1>",
-        f"<p>Verdict: <span class=verdict style='background:{colour}'>{html.escape(qa.verdict)}</span></p>",
+        f"<p>Verdict: <span class=verdict style='background:{colour}'>{html.escape(qa.verdict)}</span>{_bound(qa)}</p>",
         f"<ul>{reasons}</ul>",
         "<h2>Metrics</h2>", _table(qa.metrics),
         "<h2>Pictures</h2>", _figures(pictures or {}),

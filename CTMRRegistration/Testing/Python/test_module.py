@@ -402,7 +402,8 @@ def sample_result() -> SceneRegistrationResult:
                  "cropped_sizes": {"fixed": [10, 20, 30]}, "mirrored": False},
         warnings=["something to check"],
     )
-    qa = QAResult("check", ["edges disagree"], {"edge_alignment": 1.2, "restarts": {"spread_mm": 0.5}})
+    qa = QAResult("check", ["edges disagree"], {"edge_alignment": 1.2, "restarts": {"spread_mm": 0.5},
+                                                 "error_bound_mm": 7.3})
     return SceneRegistrationResult.from_registration(registration, qa=qa)
 
 
@@ -410,6 +411,7 @@ def test_result_summary_rows():
     verdict, rows = panel.result_summary(sample_result())
     table = dict(rows)
     assert verdict == "check" and rows[0] == ("verdict", "check") and table["reason"] == "edges disagree"
+    assert rows[1] == ("error bound, p95 (mm)", "<= 7.3")
     assert table["quality edge_alignment"] == "1.2" and table["quality restarts spread_mm"] == "0.5"
     assert table["status"] == "ok" and table["fixed / moving modality"] == "CT / MR"
     assert table["total time (s)"] == "12.3" and table["time rigid (s)"] == "4.5"
@@ -422,8 +424,14 @@ def test_result_summary_rows():
 
 def test_scene_result_json_puts_the_verdict_beside_the_status():
     report = sample_result().as_dict()
-    assert list(report)[:2] == ["status", "verdict"] and report["verdict"] == "check"
+    assert list(report)[:3] == ["status", "verdict", "error_bound_mm"] and report["verdict"] == "check"
+    assert report["error_bound_mm"] == 7.3 and report["qa"]["error_bound_mm"] == 7.3
     assert report["qa"]["reasons"] == ["edges disagree"]
+
+
+def test_status_line_gives_the_verdict_with_its_error_bound():
+    line = panel.status_line(sample_result())
+    assert line.startswith("check (error bound: p95 <= 7.3 mm) in 12.3 s.") and "edges disagree" in line
 
 
 def test_metrics_table_on_a_slicer_core_scene(context):

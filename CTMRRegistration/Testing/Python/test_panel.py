@@ -44,9 +44,12 @@ def test_register_stores_the_result_in_the_scene_and_the_settings(session, refer
     assert settings.outputTransform is first.transform_node
     assert settings.movingVolume.GetParentTransformNode() is first.transform_node
     assert settings.metricsTable.GetNumberOfRows() > 10 and settings.metricsTable.GetCellText(0, 1) == "ok"
-    assert p95_distance(first.matrix, reference_ct_to_mr, ct_object_points) < 5.0
+    error = p95_distance(first.matrix, reference_ct_to_mr, ct_object_points)
+    assert error < 5.0 and error < first.error_bound_mm < 10.0
+    assert settings.metricsTable.GetCellText(1, 1) == f"<= {first.error_bound_mm}"
     assert panel.report_target(settings) == settings.reportFolder / REPORT_NAME
     assert ">ok<" in panel.report_target(settings).read_text()
+    assert f"error bound: p95 &lt;= {first.error_bound_mm} mm" in panel.report_target(settings).read_text()
 
 
 def test_checkerboard_of_the_registered_pair(session, sample_ct):
