@@ -66,24 +66,31 @@ def random_poses(count: int, seed: int, centre: np.ndarray) -> list[np.ndarray]:
 
 
 
-# Runs a command, writes its peak resident size (KiB) to argv[1] and exits with its status. A child forked
+# Runs a command, writes its peak resident size (KiB) and CPU seconds to argv[1], exits with its status. A child forked
 # straight from a benchmark that holds full-resolution images starts as a copy of it, and its peak would read
 # as the benchmark's size (2.4 GB for every run, even a 4 s thigh registration); the launcher's own child does not.
 _LAUNCHER = ("import os, subprocess, sys; child = subprocess.Popen(sys.argv[2:]); _, status, usage = "
-             "os.wait4(child.pid, 0); open(sys.argv[1], 'w').write(str(usage.ru_maxrss)); "
-             "sys.exit(os.waitstatus_to_exitcode(status))")
+             "os.wait4(child.pid, 0); open(sys.argv[1], 'w').write(f'{usage.ru_maxrss} "
+             "{usage.ru_utime + usage.ru_stime}'); sys.exit(os.waitstatus_to_exitcode(status))")
+
+
+def measured(command: list[str], stdout_path: Path | None = None) -> dict:
+    """Run `command`: its wall seconds (with a Python launcher's start, ~0.05 s), CPU seconds (its own and its
+    children's), peak resident memory in GB (the largest of its processes) and exit status."""
+    with tempfile.TemporaryDirectory() as folder, open(stdout_path or os.devnull, "w") as stdout:
+        usage = Path(folder) / "usage"
+        started = time.perf_counter()
+        status = subprocess.run([sys.executable, "-c", _LAUNCHER, str(usage), *map(str, command)], stdout=stdout,
+                                stderr=subprocess.DEVNULL).returncode
+        seconds = time.perf_counter() - started
+        peak_kib, cpu = usage.read_text().split() if usage.exists() else ("nan", "nan")
+        return {"wall": seconds, "cpu": float(cpu), "peak_gb": float(peak_kib) / 1024**2, "status": status}
 
 
 def timed(command: list[str], stdout_path: Path | None = None) -> tuple[float, float, int]:
-    """Run `command`; its wall seconds (with a Python launcher's start, ~0.05 s), its own peak RSS in GB, and
-    its exit status."""
-    with tempfile.TemporaryDirectory() as folder, open(stdout_path or os.devnull, "w") as stdout:
-        peak = Path(folder) / "peak_kib"
-        started = time.perf_counter()
-        status = subprocess.run([sys.executable, "-c", _LAUNCHER, str(peak), *map(str, command)], stdout=stdout,
-                                stderr=subprocess.DEVNULL).returncode
-        seconds = time.perf_counter() - started
-        return seconds, int(peak.read_text()) / 1024**2 if peak.exists() else float("nan"), status
+    """Run `command`; its wall seconds, its peak RSS in GB, and its exit status (see `measured`)."""
+    run = measured(command, stdout_path)
+    return run["wall"], run["peak_gb"], run["status"]
 
 
 Run = tuple[np.ndarray | None, float, float]  # fixed->moving matrix (None on failure), seconds, peak GB

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-import vtk
 from slicer import (
     vtkMRMLMarkupsFiducialNode,
     vtkMRMLMarkupsROINode,
@@ -21,6 +20,7 @@ from slicer import (
     vtkMRMLTableNode,
     vtkMRMLTransformNode,
 )
+from vtkmodules.vtkCommonCore import vtkStringArray
 
 from ..core.errors import InputError
 from ..core.imaging import resample_on_grid
@@ -201,7 +201,7 @@ def fill_metrics_table(table_node, rows: list[tuple[str, str]]) -> None:
     modifying = table_node.StartModify()
     table_node.RemoveAllColumns()
     for index, name in enumerate(("Metric", "Value")):
-        column = vtk.vtkStringArray()
+        column = vtkStringArray()
         column.SetName(name)
         for row in rows:
             column.InsertNextValue(row[index])

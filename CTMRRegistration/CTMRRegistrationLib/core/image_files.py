@@ -7,6 +7,7 @@ header promises (NIfTI-1/2, NRRD, MetaImage)."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import re
 import struct
@@ -42,8 +43,9 @@ class _NonFinite(Exception):
     """The file stores NaN or infinite voxel values."""
 
 
-def _inflate(stream) -> tuple[int, bytes]:
-    """Decompress a gzip or zlib stream (concatenated gzip members too) to its end: (size, first 544 bytes)."""
+def _inflate(stream, sink=None) -> tuple[int, bytes]:
+    """Decompress a gzip or zlib stream (concatenated gzip members too) to its end: (size, first 544 bytes);
+    the decompressed bytes go to the binary file `sink` when one is given."""
     total, head = 0, b""
     decompressor = zlib.decompressobj(wbits=47)
     pending = b""
@@ -58,6 +60,8 @@ def _inflate(stream) -> tuple[int, bytes]:
             raise _Damaged(f"corrupt compressed data ({error})") from error
         pending = decompressor.unconsumed_tail
         total += len(out)
+        if sink is not None:
+            sink.write(out)
         if len(head) < 544:
             head += out[: 544 - len(head)]
         if decompressor.eof:
@@ -92,11 +96,15 @@ def _nifti_header(head: bytes) -> tuple[str, tuple, int, int, int]:
 NIFTI_FLOATS = {16: "f4", 64: "f8"}
 
 
-def _check_nifti(path: Path) -> None:
+def _check_nifti(path: Path, folder: Path | None = None) -> Path:
+    """Check a NIfTI file; the file to read its voxels from: with `folder`, a compressed file's uncompressed
+    copy written there while it is checked (decompressed once), else `path`."""
     compressed = path.name.lower().endswith(".gz")
+    readable = path
     if compressed:
-        with path.open("rb") as stream:
-            size, head = _inflate(stream)
+        readable = folder / path.name[:-3] if folder is not None else None
+        with path.open("rb") as stream, (readable.open("wb") if readable else contextlib.nullcontext()) as sink:
+            size, head = _inflate(stream, sink)
     else:
         size = path.stat().st_size
         with path.open("rb") as stream:
@@ -107,10 +115,14 @@ def _check_nifti(path: Path) -> None:
     voxels = int(np.prod([max(int(d), 1) for d in dims[1: dims[0] + 1]]))
     _expect(size - offset, voxels * bitpix // 8)
     if datatype in NIFTI_FLOATS:  # ITK reads NaN in NIfTI as 0: look at the stored values themselves
-        data = gzip.decompress(path.read_bytes()) if compressed else path.read_bytes()
-        values = np.frombuffer(data, dtype=order + NIFTI_FLOATS[datatype], count=voxels, offset=offset)
+        dtype = order + NIFTI_FLOATS[datatype]
+        if readable is None:
+            values = np.frombuffer(gzip.decompress(path.read_bytes()), dtype=dtype, count=voxels, offset=offset)
+        else:
+            values = np.memmap(readable, dtype=dtype, mode="r", offset=offset, shape=(voxels,))
         if not np.isfinite(values).all():
             raise _NonFinite()
+    return readable or path
 
 
 def _header_fields(stream, separator: str, stop) -> dict[str, str]:
@@ -196,15 +208,19 @@ def data_damage(path) -> str | None:
     return None
 
 
-def check_data_integrity(path) -> None:
+def check_data_integrity(path, folder: Path | None = None) -> Path:
     """InputError when the voxel data of `path` is truncated or corrupt (NIfTI, NRRD, MetaImage), or, for NIfTI
-    (whose reader turns them into zeros), holds NaN or infinite values."""
+    (whose reader turns them into zeros), holds NaN or infinite values. The file to read: with `folder`, a
+    compressed NIfTI's uncompressed copy made there by the check (so it is decompressed once), else `path`."""
     path = Path(path)
     checker = _checker(path)
     if checker is None:
-        return
+        return path
     try:
+        if checker is _check_nifti:
+            return _check_nifti(path, folder)
         checker(path)
+        return path
     except _NonFinite as error:
         raise InputError(_non_finite(path)) from error
     except _Damaged as error:
@@ -213,18 +229,19 @@ def check_data_integrity(path) -> None:
         raise InputError(f"cannot read volume {path.name}: damaged file ({error})") from error
 
 
-def check_volume_file(path) -> None:
-    """InputError unless `path` holds whole, finite voxel data of at most 3 dimensions and one component.
+def check_volume_file(path, folder: Path | None = None) -> Path:
+    """InputError unless `path` holds whole, finite voxel data of at most 3 dimensions and one component; the
+    file to read (see check_data_integrity: with `folder`, a compressed NIfTI's uncompressed copy).
 
     Files ITK cannot read are left to the caller's reader (it names the cause)."""
     path = Path(path)
-    check_data_integrity(path)
+    readable = check_data_integrity(path, folder)
     reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
+    reader.SetFileName(str(readable))
     try:
         reader.ReadImageInformation()
     except RuntimeError:
-        return
+        return readable
     size = reader.GetSize()
     if reader.GetDimension() > 3 and int(np.prod(size[3:])) > 1:
         raise InputError(f"{path.name} is a {reader.GetDimension()}-D image (size {'x'.join(map(str, size))}): "
@@ -236,3 +253,4 @@ def check_volume_file(path) -> None:
         image = reader.Execute()  # kept: a view of a temporary image would outlive it
         if not np.isfinite(sitk.GetArrayViewFromImage(image)).all():
             raise InputError(_non_finite(path))
+    return readable

@@ -53,16 +53,21 @@ def shrink_to_spacing(image: sitk.Image, spacing_mm: float) -> sitk.Image:
     return sitk.BinShrink(image, factors) if max(factors) > 1 else image
 
 
+def own_copy(image: sitk.Image) -> sitk.Image:
+    """A copy of `image` in a buffer of its own. SimpleITK images share buffers until written, and an array
+    view re-buffers a shared image: two threads must not use one image."""
+    copy = sitk.Image(image)
+    copy.MakeUnique()
+    return copy
+
+
 def resample_isotropic(image: sitk.Image, spacing_mm: float, default_value: float | None = None) -> sitk.Image:
     """Smooth and resample to an isotropic grid covering the same physical box."""
-    image = shrink_to_spacing(sitk.Cast(image, sitk.sitkFloat32), spacing_mm / 2)
+    image = shrink_to_spacing(image, spacing_mm / 2)  # in its own pixel type: no full-size float copy
     sigmas = [max(0.0, (spacing_mm**2 - s**2) / 4) ** 0.5 for s in image.GetSpacing()]
-    for axis, sigma in enumerate(sigmas):  # axis by axis: already coarser axes (thick slices) are left alone
-        if sigma > 0:
-            smoothing = sitk.RecursiveGaussianImageFilter()
-            smoothing.SetDirection(axis)
-            smoothing.SetSigma(sigma)
-            image = smoothing.Execute(image)
+    # one filter, float output smoothed in place; already coarser axes (thick slices) are left alone: a sigma
+    # far below the spacing changes nothing, and ITK refuses 0
+    image = sitk.SmoothingRecursiveGaussian(image, [max(sigma, 1e-6) for sigma in sigmas])
     size = [max(2, int(round(n * s / spacing_mm))) for n, s in zip(image.GetSize(), image.GetSpacing())]
     if default_value is None:
         default_value = float(np.min(sitk.GetArrayViewFromImage(image)))

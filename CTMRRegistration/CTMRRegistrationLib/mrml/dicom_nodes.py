@@ -13,7 +13,7 @@ from ..dicom.registration_objects import write_registration_object
 from ..dicom.rtstruct import rasterise_structure_set
 from ..dicom.series import DicomSeries, series_from_files
 from . import node_io as mrml_io
-from .nodes import add_volume_from_sitk, sitk_from_volume
+from .nodes import add_volume_from_sitk, share_voxels, sitk_from_volume
 from .scene import MRMLContext
 
 INSTANCE_UIDS = "DICOM.instanceUIDs"  # set by Slicer's DICOM module on every volume it loads
@@ -26,7 +26,7 @@ def load_dicom_volume(context: MRMLContext, path, series_uid: str | None = None,
     """A scalar volume node of one DICOM series (folder or file) and the series; the node carries the series'
     instance UIDs, modality and frame of reference as attributes."""
     image, series = read_dicom_input(path, series_uid, role)
-    node = add_volume_from_sitk(context, image, series.description or f"{series.modality} {role}")
+    node = add_volume_from_sitk(context, image, series.description or f"{series.modality} {role}", display=False)
     node.SetAttribute(INSTANCE_UIDS, " ".join(series.sop_instance_uids))
     node.SetAttribute(MODALITY, series.modality)
     node.SetAttribute(FRAME_OF_REFERENCE, series.frame_of_reference_uid)
@@ -35,12 +35,17 @@ def load_dicom_volume(context: MRMLContext, path, series_uid: str | None = None,
 
 def load_input_volume(context: MRMLContext, path, series_uid: str | None = None, role: str = "input"
                       ) -> tuple[object, DicomSeries | None]:
-    """A volume node from a DICOM folder or file (with its series) or from a volume file (series None)."""
+    """A volume node from a DICOM folder or file (with its series) or from a volume file (series None), without
+    display nodes; its voxels are held once, shared with the SimpleITK image the library reads from it
+    (`share_voxels`)."""
     if is_dicom_input(path):
-        return load_dicom_volume(context, path, series_uid, role)
-    if series_uid is not None:
+        node, series = load_dicom_volume(context, path, series_uid, role)
+    elif series_uid is not None:
         raise InputError(f"a {role} series UID is given but {path} is not DICOM")
-    return mrml_io.load_volume(context, path), None
+    else:
+        node, series = mrml_io.load_volume(context, path), None
+    share_voxels(node)
+    return node, series
 
 
 def node_modality(volume_node) -> str | None:

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import SimpleITK as sitk
-import vtk
+from vtkmodules.vtkCommonCore import vtkPoints
+from vtkmodules.vtkCommonTransforms import vtkAbstractTransform, vtkMatrixToLinearTransform, vtkThinPlateSplineTransform
 
 from ..core.errors import InputError
 from ..core.geometry import RAS_FROM_LPS, flip_ras_lps, sitk_from_matrix
@@ -91,19 +92,19 @@ def register_points(
     return result
 
 
-def vtk_transform(fit: LandmarkTransform) -> vtk.vtkAbstractTransform:
+def vtk_transform(fit: LandmarkTransform) -> vtkAbstractTransform:
     """The same fixed->moving mapping in RAS for MRML: a vtkMatrixToLinearTransform or an exact
     vtkThinPlateSplineTransform (use it as a transform node's "from parent" transform)."""
     if fit.is_linear:
-        linear = vtk.vtkMatrixToLinearTransform()
+        linear = vtkMatrixToLinearTransform()
         linear.SetInput(vtk_matrix_from_numpy(flip_ras_lps(fit.matrix)))
         return linear
-    source, target = vtk.vtkPoints(), vtk.vtkPoints()
+    source, target = vtkPoints(), vtkPoints()
     flip = RAS_FROM_LPS[:3, :3].diagonal()
     for fixed_point, moving_point in zip(fit.centres, fit.transform_points(fit.centres)):
         source.InsertNextPoint(*(fixed_point * flip))
         target.InsertNextPoint(*(moving_point * flip))
-    spline = vtk.vtkThinPlateSplineTransform()
+    spline = vtkThinPlateSplineTransform()
     spline.SetBasisToR()
     spline.SetSourceLandmarks(source)
     spline.SetTargetLandmarks(target)

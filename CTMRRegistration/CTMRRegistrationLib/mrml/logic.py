@@ -230,7 +230,8 @@ class RegistrationLogic:
             registration.warnings += landmarks.warnings
         assessment = None
         if registration.status == "ok" and qa:
-            qa_options = qa if isinstance(qa, QAOptions) else QAOptions(threads=threads, bias_correction=options.bias_correction)
+            qa_options = qa if isinstance(qa, QAOptions) else QAOptions(threads=threads,
+                                                                         bias_correction=options.bias_correction)
             qa_options = replace(qa_options, backend=options.backend)
             assessment = self._assess(registration, fixed, moving, ground_truth, qa_options, progress, cancelled)
             registration, assessment = retry_if_failed(
@@ -297,7 +298,7 @@ class RegistrationLogic:
                              moving_modality=registration.moving_modality)
         assessment = assess(fixed, moving, registration.transform, fixed_mask=registration.fixed_mask,
                             moving_mask=registration.moving_mask, options=qa_options, cancelled=cancelled,
-                            **ground_truth)
+                            log_bias_fields=registration.log_bias_fields, **ground_truth)
         report_progress(1.0, f"done: verdict {assessment.verdict}")
         return assessment
 

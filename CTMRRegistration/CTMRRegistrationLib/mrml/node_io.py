@@ -14,6 +14,7 @@ from ..core.errors import InputError
 from ..core.image_files import check_volume_file, data_damage
 from ..core.input_files import TEXT_LIMIT_BYTES, regular_file
 from ..core.output_files import native_stderr_held, write_atomically
+from ..core.private_folders import private_folder
 from .scene import MRMLContext
 
 VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
@@ -45,7 +46,8 @@ def _node_name(path: Path) -> str:
     return path.stem
 
 
-def _read(context: MRMLContext, node, storage_class: str, path: Path, kind: str) -> None:
+def _read(context: MRMLContext, node, storage_class: str, path: Path, kind: str, source: Path | None = None) -> None:
+    """Read `node` from `path`; its storage node then names `source` (the user's file `path` is a copy of)."""
     storage = context.scene.AddNewNodeByClass(storage_class)
     storage.SetFileName(str(path))
     node.SetAndObserveStorageNodeID(storage.GetID())
@@ -53,18 +55,21 @@ def _read(context: MRMLContext, node, storage_class: str, path: Path, kind: str)
         reason = _first_line(storage.GetUserMessages().GetAllMessagesAsString())
         context.scene.RemoveNode(node)
         context.scene.RemoveNode(storage)
-        raise InputError(f"cannot read {kind} {path.name}: {reason}")
+        raise InputError(f"cannot read {kind} {(source or path).name}: {reason}")
+    storage.SetFileName(str(source or path))
 
 
 def load_volume(context: MRMLContext, path, labelmap: bool = False, name: str | None = None):
-    """A scalar (or labelmap) volume node read from .nrrd, .nii(.gz) or .mha/.mhd."""
+    """A scalar (or labelmap) volume node read from .nrrd, .nii(.gz) or .mha/.mhd. A scalar volume has no display
+    node: whoever shows it makes one (`CreateDefaultDisplayNodes`; its automatic window reads every voxel)."""
     path = _existing_file(path, "volume", VOLUME_SUFFIXES)
-    check_volume_file(path)
     class_name = "vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode"
-    node = context.scene.AddNewNodeByClass(class_name, name or _node_name(path))
-    _read(context, node, "vtkMRMLVolumeArchetypeStorageNode", path, "volume")
-    node.CreateDefaultDisplayNodes()
+    with private_folder("read") as folder:
+        readable = check_volume_file(path, folder)  # a compressed NIfTI is decompressed once, into `folder`
+        node = context.scene.AddNewNodeByClass(class_name, name or _node_name(path))
+        _read(context, node, "vtkMRMLVolumeArchetypeStorageNode", readable, "volume", path)
     if labelmap:
+        node.CreateDefaultDisplayNodes()
         node.GetDisplayNode().SetAndObserveColorNodeID("vtkMRMLColorTableNodeLabels")
     return node
 

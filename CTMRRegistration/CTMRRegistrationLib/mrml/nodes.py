@@ -7,19 +7,20 @@ from __future__ import annotations
 
 import numpy as np
 import SimpleITK as sitk
-import vtk
-from vtk.util import numpy_support
+from vtkmodules.util import numpy_support
+from vtkmodules.vtkCommonDataModel import vtkImageData, vtkVector3d
+from vtkmodules.vtkCommonMath import vtkMatrix4x4
 
 from ..core.errors import InputError
 from ..core.geometry import RAS_FROM_LPS, flip_ras_lps, matrix_from_sitk, sitk_from_matrix
 
 
-def numpy_from_vtk_matrix(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
+def numpy_from_vtk_matrix(matrix: vtkMatrix4x4) -> np.ndarray:
     return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
 
 
-def vtk_matrix_from_numpy(array: np.ndarray) -> vtk.vtkMatrix4x4:
-    matrix = vtk.vtkMatrix4x4()
+def vtk_matrix_from_numpy(array: np.ndarray) -> vtkMatrix4x4:
+    matrix = vtkMatrix4x4()
     for r in range(4):
         for c in range(4):
             matrix.SetElement(r, c, float(array[r, c]))
@@ -45,7 +46,7 @@ def parent_to_world_matrix(node, leave_out=None) -> np.ndarray:
         if parent is not leave_out:
             if not parent.IsLinear():
                 raise InputError(f"'{node.GetName()}' is under a non-linear transform; harden it before registration")
-            to_parent = vtk.vtkMatrix4x4()
+            to_parent = vtkMatrix4x4()
             parent.GetMatrixTransformToParent(to_parent)
             matrix = numpy_from_vtk_matrix(to_parent) @ matrix
     return matrix
@@ -57,7 +58,7 @@ def parent_to_world_matrix(node, leave_out=None) -> np.ndarray:
 def ijk_to_world_lps(volume_node, world: bool = True, leave_out=None) -> np.ndarray:
     """4x4 matrix from voxel index (i, j, k) to LPS; with `world`, through the parent transforms but
     `leave_out`."""
-    ijk_to_ras = vtk.vtkMatrix4x4()
+    ijk_to_ras = vtkMatrix4x4()
     volume_node.GetIJKToRASMatrix(ijk_to_ras)
     matrix = numpy_from_vtk_matrix(ijk_to_ras)
     if world:
@@ -74,14 +75,37 @@ def sitk_from_volume(volume_node, world: bool = True, leave_out=None) -> sitk.Im
         raise InputError(f"volume '{name}' has no image data")
     dims = image_data.GetDimensions()
     components = image_data.GetNumberOfScalarComponents()
-    scalars = numpy_support.vtk_to_numpy(image_data.GetPointData().GetScalars())
-    shape = tuple(reversed(dims)) + ((components,) if components > 1 else ())
-    image = sitk.GetImageFromArray(scalars.reshape(shape).copy(), isVector=components > 1)
     matrix = ijk_to_world_lps(volume_node, world, leave_out)
     spacing = np.linalg.norm(matrix[:3, :3], axis=0)
-    image.SetSpacing(spacing.tolist())
-    image.SetDirection((matrix[:3, :3] / spacing).ravel().tolist())
-    image.SetOrigin(matrix[:3, 3].tolist())
+    geometry = (spacing.tolist(), (matrix[:3, :3] / spacing).ravel().tolist(), matrix[:3, 3].tolist())
+    shared = getattr(image_data.GetPointData().GetScalars(), _SHARED_IMAGE, None)
+    if shared is not None and all(np.allclose(a, b, rtol=0, atol=1e-9) for a, b in zip(
+            geometry, (shared.GetSpacing(), shared.GetDirection(), shared.GetOrigin()))):
+        return shared
+    scalars = numpy_support.vtk_to_numpy(image_data.GetPointData().GetScalars())
+    shape = tuple(reversed(dims)) + ((components,) if components > 1 else ())
+    image = sitk.GetImageFromArray(scalars.reshape(shape), isVector=components > 1)  # copies the voxels
+    image.SetSpacing(geometry[0])
+    image.SetDirection(geometry[1])
+    image.SetOrigin(geometry[2])
+    return image
+
+
+_SHARED_IMAGE = "_ctmr_shared_image"  # on a node's scalars: the SimpleITK image whose voxels they view
+
+
+def share_voxels(volume_node) -> sitk.Image:
+    """Hold a volume's voxels once: copy them into a SimpleITK image and make the node's scalars a view of it,
+    so that `sitk_from_volume` returns that image without a copy while the node's voxels and geometry stay as
+    they are (a full-resolution CT is hundreds of MB). For nodes the library reads from files for its own use:
+    the image is handed out as it is, so no caller may change its voxels."""
+    image = sitk_from_volume(volume_node)
+    scalars = volume_node.GetImageData().GetPointData().GetScalars()
+    components = image.GetNumberOfComponentsPerPixel()
+    view = numpy_support.numpy_to_vtk(sitk.GetArrayViewFromImage(image).reshape(-1, components), deep=False)
+    setattr(view, _SHARED_IMAGE, image)  # keeps the image alive as long as the node's scalars are the view
+    view.SetName(scalars.GetName())
+    volume_node.GetImageData().GetPointData().SetScalars(view)
     return image
 
 
@@ -89,7 +113,7 @@ def update_volume_from_sitk(volume_node, image: sitk.Image) -> None:
     """Replace a volume node's voxels and geometry with a SimpleITK image (LPS, world frame)."""
     array = sitk.GetArrayViewFromImage(image)
     components = image.GetNumberOfComponentsPerPixel()
-    image_data = vtk.vtkImageData()
+    image_data = vtkImageData()
     image_data.SetDimensions(image.GetSize())
     vtk_array = numpy_support.numpy_to_vtk(
         np.ascontiguousarray(array).reshape(-1, components), deep=True
@@ -105,12 +129,14 @@ def update_volume_from_sitk(volume_node, image: sitk.Image) -> None:
     volume_node.SetAndObserveImageData(image_data)
 
 
-def add_volume_from_sitk(context, image: sitk.Image, name: str, labelmap: bool = False):
-    """A new scalar (or labelmap) volume node in the context's scene holding `image`."""
+def add_volume_from_sitk(context, image: sitk.Image, name: str, labelmap: bool = False, display: bool = True):
+    """A new scalar (or labelmap) volume node in the context's scene holding `image`; with `display`, its
+    display nodes (a labelmap always has them)."""
     class_name = "vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode"
     node = context.scene.AddNewNodeByClass(class_name, name)
     update_volume_from_sitk(node, image)
-    node.CreateDefaultDisplayNodes()
+    if display or labelmap:
+        node.CreateDefaultDisplayNodes()
     if labelmap:
         node.GetDisplayNode().SetAndObserveColorNodeID("vtkMRMLColorTableNodeLabels")
     return node
@@ -124,7 +150,7 @@ def sitk_from_linear_transform_node(transform_node, world: bool = True) -> sitk.
     `world`, to its parent)."""
     if not (transform_node.IsTransformToWorldLinear() if world else transform_node.IsLinear()):
         raise InputError(f"transform '{transform_node.GetName()}' is not linear")
-    to_world = vtk.vtkMatrix4x4()
+    to_world = vtkMatrix4x4()
     if world:
         transform_node.GetMatrixTransformToWorld(to_world)
     else:
@@ -174,5 +200,5 @@ def set_markups_from_points(markups_node, points_lps: np.ndarray, labels=None) -
     for index, point in enumerate(np.asarray(points_lps, dtype=float)):
         ras = [-point[0], -point[1], point[2]]
         label = labels[index] if labels is not None else ""
-        new_index = markups_node.AddControlPoint(vtk.vtkVector3d(0, 0, 0), label)
+        new_index = markups_node.AddControlPoint(vtkVector3d(0, 0, 0), label)
         markups_node.SetNthControlPointPositionWorld(new_index, ras)

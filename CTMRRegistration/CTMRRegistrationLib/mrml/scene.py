@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import slicer
-import vtk
+from vtkmodules.vtkCommonCore import vtkLogger, vtkOutputWindow, vtkStringOutputWindow
 
 from ..core.resources import running_in_slicer
 
@@ -43,15 +43,15 @@ def _slicer_application_context() -> MRMLContext:
     )
 
 
-def _quiet_vtk_output() -> vtk.vtkStringOutputWindow:
+def _quiet_vtk_output() -> vtkStringOutputWindow:
     """Collect VTK/MRML messages in a string instead of printing them; errors are raised by us."""
-    window = vtk.vtkStringOutputWindow()
-    vtk.vtkOutputWindow.SetInstance(window)
-    vtk.vtkLogger.SetStderrVerbosity(vtk.vtkLogger.VERBOSITY_OFF)
+    window = vtkStringOutputWindow()
+    vtkOutputWindow.SetInstance(window)
+    vtkLogger.SetStderrVerbosity(vtkLogger.VERBOSITY_OFF)
     return window
 
 
-_OUTPUT_WINDOW: vtk.vtkStringOutputWindow | None = None
+_OUTPUT_WINDOW: vtkStringOutputWindow | None = None
 _MESSAGES_READ = 0
 
 

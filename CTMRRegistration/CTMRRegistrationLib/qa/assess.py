@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -124,36 +125,46 @@ def assess(
     moving_mask: sitk.Image | None = None,
     options: QAOptions | None = None,
     cancelled: Callable[[], bool] | None = None,
+    log_bias_fields: dict[str, sitk.Image] | None = None,
 ) -> QAResult:
     """Assess `transform` (fixed->moving LPS: SimpleITK transform or 4x4 matrix) between two images.
 
     `backward`: a moving->fixed transform for inverse consistency. Targets: paired (N, 3) LPS points;
     segmentations: labelmaps, compared label by label (`segment_names` name the values). `before` is the
     transform the "before" figures use (default: the headers as they are). Masks, when given (e.g. the
-    pipeline's), spare computing them. `cancelled()` is polled before each step and inside the restarts."""
+    pipeline's), spare computing them, as do the bias fields the registration divided out (`log_bias_fields`,
+    see `prepare_qa_images`). `cancelled()` is polled before each step and inside the restarts."""
     options = options or QAOptions()
     started, seconds = time.perf_counter(), {}
     clock = _Clock(seconds, cancelled)
     transform = _as_sitk(transform)
     images = clock("prepare", lambda: prepare_qa_images(fixed, moving, options.fixed_modality, options.moving_modality,
-                                                        fixed_mask, moving_mask, options.bias_correction))
+                                                        fixed_mask, moving_mask, options.bias_correction,
+                                                        log_bias_fields))
     metrics = {"fixed_modality": images.fixed_modality, "moving_modality": images.moving_modality,
                "object_centre_lps": [round(float(c), 2) for c in images.centre]}
     matrix, refine = linear_matrix(transform), None
     inverse = None if matrix is None else sitk_from_matrix(np.linalg.inv(matrix))
-    metrics |= clock("overlap", lambda: foreground_overlap(images, transform, inverse))
-    metrics |= clock("edges", lambda: edge_agreement(images, transform, inverse, matrix))
     points = consistency.SharedPoints(images.object_points, images.moving_points)
-    if matrix is None:
-        metrics |= clock("jacobian", lambda: jacobian_statistics(transform, images.fixed, images.fixed_mask))
-    else:
+    if matrix is not None:
         points = consistency.shared_points(images, matrix)
-        metrics["jacobian_determinant"] = round(float(np.linalg.det(matrix[:3, :3])), 6)
         if options.restarts > 0 or (backward is None and options.backward_refinement):
             refine = consistency.RigidRefiner(options.backend or choose_backend(), options.threads, cancelled)
-        if options.restarts > 0:
-            metrics |= clock("restarts", lambda: consistency.restart_stability(images, matrix, refine,
-                                                                               options.restarts, points))
+    with ThreadPoolExecutor(max_workers=1) as background:  # elastix restarts while numpy measures the images
+        restarts = None
+        if matrix is not None and options.restarts > 0:
+            own = images.copy()  # no SimpleITK image is used by two threads at once
+            restarts = background.submit(clock, "restarts", lambda: consistency.restart_stability(
+                own, matrix, refine, options.restarts, points))
+        metrics |= clock("overlap", lambda: foreground_overlap(images, transform, inverse))
+        metrics |= clock("edges", lambda: edge_agreement(images, transform, inverse, matrix))
+        if matrix is None:
+            metrics |= clock("jacobian", lambda: jacobian_statistics(transform, images.fixed, images.fixed_mask))
+        else:
+            metrics["jacobian_determinant"] = round(float(np.linalg.det(matrix[:3, :3])), 6)
+        if restarts is not None:
+            metrics |= restarts.result()
+    if matrix is not None:
         if backward is None and options.backward_refinement:
             backward = clock("backward", lambda: consistency.backward_by_refinement(images, matrix, refine))
             metrics["backward"] = "refined from the inverse"

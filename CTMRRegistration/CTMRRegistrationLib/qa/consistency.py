@@ -21,8 +21,10 @@ centre of those points.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 
 import numpy as np
 import SimpleITK as sitk
@@ -30,7 +32,7 @@ from scipy.spatial.transform import Rotation
 
 from ..core.errors import NoOverlapError
 from ..core.geometry import map_points, matrix_from_sitk, p95, sitk_from_matrix, transform_points
-from ..core.imaging import in_view_mask, index_to_physical_matrix
+from ..core.imaging import in_view_mask, index_to_physical_matrix, own_copy
 from ..core.resources import parameter_file
 from ..elastix.backends import ElastixBackend
 from ..elastix.parameters import ElastixJob, read_parameter_file
@@ -170,6 +172,26 @@ def _snapped(matrix: np.ndarray) -> np.ndarray:
     return np.round(matrix / SNAP) * SNAP
 
 
+def _side_by_side(refine: RigidRefiner, images: tuple[sitk.Image, ...], starts: list[np.ndarray]
+                  ) -> tuple[list[np.ndarray], int]:
+    """The ends of `refine` from each start, run at once with a share of the threads each (each on its own copy
+    of the images: see own_copy), and how many found no overlap (the images barely overlap near the result).
+    The itk-elastix wheel runs elastix inside this process, whose log is global: there, one at a time."""
+    at_once = 1 if refine.backend.name == "itk-elastix" else max(len(starts), 1)
+    share = replace(refine, threads=max(1, (refine.threads or os.cpu_count() or 1) // at_once))
+
+    def run(start: np.ndarray) -> np.ndarray | None:
+        fixed, moving, fixed_mask, moving_mask = (own_copy(image) for image in images)
+        try:
+            return share(fixed, moving, start, fixed_mask, moving_mask)
+        except NoOverlapError:
+            return None
+
+    with ThreadPoolExecutor(max_workers=at_once) as pool:
+        found = list(pool.map(run, starts))
+    return [end for end in found if end is not None], sum(end is None for end in found)
+
+
 def restart_stability(images: QAImages, matrix: np.ndarray, refine: RigidRefiner, starts: int = 2,
                       points: SharedPoints | None = None) -> dict:
     """Drift (p95 distance from `matrix`, worst start), spread (worst p95 distance between two ends) and offset
@@ -182,15 +204,10 @@ def restart_stability(images: QAImages, matrix: np.ndarray, refine: RigidRefiner
     pose = _snapped(np.linalg.inv(matrix) if swapped else matrix)
     role_points = SharedPoints(points.moving, points.fixed) if swapped else points
     centre = np.concatenate([role_points.fixed, transform_points(np.linalg.inv(pose), role_points.moving)]).mean(axis=0)
-    ends, lost = [], 0
     # only where the moving image has data: a partial moving view would leave most samples outside it
     seen = in_view_mask(roles.fixed, roles.moving, sitk_from_matrix(pose))
-    fixed_mask = sitk.And(roles.fixed_mask, seen)
-    for start in perturbed_starts(pose, centre, starts):
-        try:
-            ends.append(refine(roles.fixed, roles.moving, start, fixed_mask, roles.moving_mask))
-        except NoOverlapError:  # the images barely overlap near the result: graded as a failure
-            lost += 1
+    ends, lost = _side_by_side(refine, (roles.fixed, roles.moving, sitk.And(roles.fixed_mask, seen), roles.moving_mask),
+                               perturbed_starts(pose, centre, starts))
     if lost:
         return {"restarts_without_overlap": lost, "restarts": starts}
     ends = [np.linalg.inv(end) for end in ends] if swapped else ends

@@ -7,12 +7,12 @@ side is computed from the other side too and combined."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import SimpleITK as sitk
 
-from ..core.imaging import check_volume, guess_modality, mask_points, resample_isotropic
+from ..core.imaging import check_volume, guess_modality, mask_points, own_copy, resample_isotropic
 from ..core.masks import foreground_mask
 from ..registration.bias_field import estimate_log_bias_field, remove_bias_field
 
@@ -39,6 +39,11 @@ class QAImages:
     def centre(self) -> np.ndarray:
         return self.object_points.mean(axis=0)
 
+    def copy(self) -> QAImages:
+        """The same images in buffers of their own (for another thread)."""
+        return replace(self, **{name: own_copy(getattr(self, name))
+                                for name in ("fixed", "moving", "fixed_mask", "moving_mask")})
+
     def swapped(self) -> QAImages:
         """The same images with the fixed and the moving roles exchanged."""
         return QAImages(self.moving, self.fixed, self.moving_mask, self.fixed_mask, self.moving_modality,
@@ -59,10 +64,12 @@ def object_points(mask: sitk.Image, count: int = OBJECT_POINTS) -> np.ndarray:
 def prepare_qa_images(
     fixed: sitk.Image, moving: sitk.Image, fixed_modality: str | None = None, moving_modality: str | None = None,
     fixed_mask: sitk.Image | None = None, moving_mask: sitk.Image | None = None, bias_correction: str = "auto",
+    log_bias_fields: dict[str, sitk.Image] | None = None,
 ) -> QAImages:
     """Resample both images to the QA grid; masks are computed (or the given ones resampled) there. MR images
     are corrected for their bias field as the pipeline corrects them (`bias_correction`: auto = MR images only,
-    on, off): the intensity optimum the restarts find moves by several mm with the correction."""
+    on, off): the intensity optimum the restarts find moves by several mm with the correction. A role's field in
+    `log_bias_fields` (the registration's, "fixed"/"moving") is divided out instead of estimating one."""
     check_volume(fixed, "fixed")
     check_volume(moving, "moving")
     fixed_modality = fixed_modality or guess_modality(fixed)
@@ -70,12 +77,18 @@ def prepare_qa_images(
     fixed_grid, moving_grid = resample_isotropic(fixed, QA_SPACING_MM), resample_isotropic(moving, QA_SPACING_MM)
     fixed_mask = _mask_on(fixed_grid, fixed_mask, fixed_modality)
     moving_mask = _mask_on(moving_grid, moving_mask, moving_modality)
-    if _corrects(bias_correction, fixed_modality):
-        fixed_grid = remove_bias_field(fixed_grid, estimate_log_bias_field(fixed_grid, fixed_mask))
-    if _corrects(bias_correction, moving_modality):
-        moving_grid = remove_bias_field(moving_grid, estimate_log_bias_field(moving_grid, moving_mask))
+    fields = log_bias_fields or {}
+    if "fixed" in fields or _corrects(bias_correction, fixed_modality):
+        fixed_grid = _corrected(fixed_grid, fixed_mask, fields.get("fixed"))
+    if "moving" in fields or _corrects(bias_correction, moving_modality):
+        moving_grid = _corrected(moving_grid, moving_mask, fields.get("moving"))
     return QAImages(fixed_grid, moving_grid, fixed_mask, moving_mask, fixed_modality, moving_modality,
                     _points_or_grid(fixed_mask, fixed_grid), _points_or_grid(moving_mask, moving_grid))
+
+
+def _corrected(grid: sitk.Image, mask: sitk.Image, log_field: sitk.Image | None) -> sitk.Image:
+    """`grid` divided by the bias field `log_field`, or by one N4 estimates inside `mask`."""
+    return remove_bias_field(grid, log_field if log_field is not None else estimate_log_bias_field(grid, mask))
 
 
 def _corrects(bias_correction: str, modality: str) -> bool:

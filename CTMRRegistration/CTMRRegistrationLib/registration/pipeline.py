@@ -16,6 +16,7 @@ import functools
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from ..core.imaging import (
     guess_modality,
     in_view_mask,
     intensity_window,
+    own_copy,
     physical_corners,
     resample_on_grid,
     shrink_to_spacing,
@@ -49,6 +51,7 @@ CancelledCallback = Callable[[], bool]
 INITIALIZATIONS = ("search", "center", "none")
 BIAS_CORRECTIONS = ("auto", "on", "off")  # auto: MR images only
 STAGES = ("rigid", "affine", "deformable")
+SWAPPED_ROLE = {"fixed": "moving", "moving": "fixed"}
 # relative elastix run times of the stages, for the progress bar
 STAGE_COST = {"rigid": 1.0, "affine": 10.0, "deformable": 25.0}
 WORKING_SPACING_MM = 2.0
@@ -111,6 +114,8 @@ class RegistrationResult:
     moving_mask: sitk.Image | None = None
     crop_region: np.ndarray | None = None  # corners (LPS, fixed space) of the region registered (voxel faces)
     stage_transforms: dict[str, sitk.Transform] = field(default_factory=dict)
+    # "fixed"/"moving": the N4 log bias field divided out of that image (the quality check divides it out too)
+    log_bias_fields: dict[str, sitk.Image] = field(default_factory=dict)
 
     @property
     def deformable(self) -> bool:
@@ -328,6 +333,7 @@ def _register(fixed: sitk.Image, moving: sitk.Image, options: RegistrationOption
         result.transform = sitk_from_matrix(np.linalg.inv(result.matrix))
         result.initial_transform = result.initial_transform.GetInverse()
         result.fixed_mask, result.moving_mask = result.moving_mask, result.fixed_mask
+        result.log_bias_fields = {SWAPPED_ROLE[role]: log_field for role, log_field in result.log_bias_fields.items()}
         result.fixed_modality, result.moving_modality = fixed_modality, moving_modality
         result.stage_transforms = {stage: sitk_from_matrix(np.linalg.inv(matrix_from_sitk(transform)))
                                    for stage, transform in result.stage_transforms.items()}
@@ -489,6 +495,12 @@ def _clear_of_ct_padding(region: sitk.Image | None, inputs: _ElastixInputs, init
     return kept if np.count_nonzero(sitk.GetArrayViewFromImage(kept)) >= 0.5 * before else region
 
 
+def _bias_corrected(image: sitk.Image, mask: sitk.Image) -> tuple[sitk.Image, sitk.Image]:
+    """`image` divided by its N4 bias field, and the log field."""
+    log_field = estimate_log_bias_field(image, mask)
+    return remove_bias_field(image, log_field), log_field
+
+
 def _use_bias_correction(options: RegistrationOptions, modality: str) -> bool:
     return modality == "MR" if options.bias_correction == "auto" else options.bias_correction == "on"
 
@@ -526,23 +538,28 @@ def _align_linear(fixed, moving, modalities, options, stages: _StageRunner, resu
     moving_mask = combine_masks(moving_mask, options.moving_mask, options.mask_mode, "moving")
     result.fixed_mask, result.moving_mask = fixed_mask, moving_mask
     stages.stop()
-    stages.start("initialization", 0.1, "searching all orientations")
-    initial = _initialize(fixed, moving, modalities, options, result, start)
-    _check_boxes_overlap(fixed, moving, initial)
-    result.initial_transform = result.transform = sitk_from_matrix(initial)
-    stages.stop()
-    if result.status == "mirrored":
-        return None
-
-    corrected_roles = set()
-    for role, modality in zip(("fixed", "moving"), modalities):
-        if _use_bias_correction(options, modality):
-            stages.start(f"bias_correction_{role}", 0.45, f"correcting the {role} image's MR bias field (N4)")
-            image, mask = (fixed, fixed_mask) if role == "fixed" else (moving, moving_mask)
-            corrected_roles.add(role)
-            corrected = remove_bias_field(image, estimate_log_bias_field(image, mask))
-            fixed, moving = (corrected, moving) if role == "fixed" else (fixed, corrected)
+    corrected_roles = {role for role, modality in zip(("fixed", "moving"), modalities)
+                       if _use_bias_correction(options, modality)}
+    with ThreadPoolExecutor(max_workers=1) as background:  # N4 needs no pose: it runs while the search does
+        corrections = {role: background.submit(_bias_corrected, own_copy(image), own_copy(mask))  # see own_copy
+                       for role, image, mask in (("fixed", fixed, fixed_mask), ("moving", moving, moving_mask))
+                       if role in corrected_roles}
+        try:
+            stages.start("initialization", 0.1, "searching all orientations")
+            initial = _initialize(fixed, moving, modalities, options, result, start)
+            _check_boxes_overlap(fixed, moving, initial)
+            result.initial_transform = result.transform = sitk_from_matrix(initial)
             stages.stop()
+            if result.status == "mirrored":
+                return None
+            for role, correction in corrections.items():
+                stages.start(f"bias_correction_{role}", 0.45, f"correcting the {role} image's MR bias field (N4)")
+                corrected, result.log_bias_fields[role] = correction.result()
+                fixed, moving = (corrected, moving) if role == "fixed" else (fixed, corrected)
+                stages.stop()
+        finally:
+            for correction in corrections.values():
+                correction.cancel()
 
     inputs = _ElastixInputs(fixed, moving, fixed_mask, moving_mask, modalities)
     if options.crop:
