@@ -1,14 +1,16 @@
 """Speed benchmark: where a run's seconds and memory go, beside elastix's generic rigid preset, in one run.
 
 On the full-resolution porcine pair (CT fixed, MR moving, as the files come): `ctmr-register` with the quality
-check (the default), `ctmr-register --no-qa`, and elastix with SlicerElastix's generic rigid settings
-(bench/generic_rigid_peer.txt, geometric-centre start: it lands wrong on this pair; its time is the yardstick),
+check (the default), with it and the resampled MR written (`--output-volume`, what SlicerElastix hands its users),
+`ctmr-register --no-qa`, and elastix with SlicerElastix's generic rigid preset (its settings in
+bench/generic_rigid_peer.txt; geometric-centre start: it lands wrong on this pair, its time is the yardstick), as
+SlicerElastix runs it (writing the registered volume: the baseline of the ratios) and writing the transform alone;
 each a separate process, in turn, `--repeats` times; medians of wall time, CPU time (elastix's included), peak
-resident memory (the largest process), and ratios to elastix. Beside them, the median of each step of our
-runs' profile (`stage_seconds`). Then the pose search alone (in this process, after a warm-up) on small and
-larger images: the bundled 2 mm pair, a 96^3 pair, and the full-resolution pair on 2 mm and 1 mm working grids,
-with the voxels it starts from and the candidates it scored. Targets: wall <= 0.5x elastix and peak <= 1 GB
-with the quality check; the search <= 3 s on the bundled pair and on 96^3.
+resident memory (the largest process), and ratios to the baseline. Beside them, the median of each step of our
+runs' profile (`stage_seconds`). Then the pose search alone (in this process, after a warm-up) on small and larger
+images: the bundled 2 mm pair, a 96^3 pair, and the full-resolution pair on 2 mm and 1 mm working grids, with the
+voxels it starts from and the candidates it scored. Targets: wall <= 0.5x elastix and peak <= 1 GB with the quality
+check; the search <= 3 s on the bundled pair and on 96^3.
 
     python bench/speed_benchmark.py [--repeats 3] [--threads 2]
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,27 +32,46 @@ from capture_benchmark import HERE, data_dir, measured
 from CTMRRegistrationLib.core import resources
 from CTMRRegistrationLib.core.imaging import shrink_to_spacing
 from CTMRRegistrationLib.elastix.backends import find_elastix_executable
+from CTMRRegistrationLib.elastix.parameters import read_parameter_file, write_parameter_file
 from CTMRRegistrationLib.registration.initialization import search_initialization
 from CTMRRegistrationLib.registration.pipeline import WORKING_SPACING_MM
 
+OURS = {"ctmr-register (with QA)": [], "ctmr-register --output-volume": ["--output-volume", "resampled.nrrd"],
+        "ctmr-register --no-qa": ["--no-qa"]}
 TARGETS = {"wall ratio with QA": 0.5, "peak GB with QA": 1.0, "search s (small images)": 3.0}
 
 
-def ours(fixed: Path, moving: Path, work: Path, threads: int, qa: bool) -> dict:
+BASELINE = "elastix generic rigid (as SlicerElastix)"
+
+
+def ours(fixed: Path, moving: Path, work: Path, threads: int, options: list[str], code: Path | None = None) -> dict:
+    """A `ctmr-register` run; `code`: the library of another checkout (its CTMRRegistration folder)."""
     report = work / "report.json"
     command = [sys.executable, "-m", "CTMRRegistrationLib", "--fixed", fixed, "--moving", moving,
                "--output-transform", work / "ours.h5", "--json", "--threads", str(threads)]
-    run = measured(command + ([] if qa else ["--no-qa"]), report)
+    if code is not None:
+        command = ["env", f"PYTHONPATH={code}"] + command
+    run = measured(command + options, report)
     result = json.loads(report.read_text()) if run["status"] == 0 else {}
     return run | {"stages": result.get("stage_seconds", {}), "verdict": result.get("verdict")}
 
 
-def generic_rigid(fixed: Path, moving: Path, work: Path, threads: int) -> dict:
+def generic_rigid(fixed: Path, moving: Path, work: Path, threads: int, result_image: bool) -> dict:
+    """elastix with the generic rigid settings; `result_image`: writing the registered volume as the preset
+    SlicerElastix ships does (WriteResultImage "true", MetaImage)."""
     out = work / "elastix"
     out.mkdir(exist_ok=True)
-    command = [find_elastix_executable().path, "-f", fixed, "-m", moving, "-p", HERE / "generic_rigid_peer.txt",
-               "-out", out, "-threads", str(threads)]
+    parameters = read_parameter_file(HERE / "generic_rigid_peer.txt")
+    if result_image:
+        parameters |= {"WriteResultImage": ["true"], "ResultImageFormat": ["mhd"]}
+    preset = write_parameter_file(parameters, work / "generic_rigid.txt")
+    command = [find_elastix_executable().path, "-f", fixed, "-m", moving, "-p", preset, "-out", out,
+               "-threads", str(threads)]
     return measured(command) | {"stages": {}}
+
+
+def subprocess_output(command: list) -> str:
+    return subprocess.run(list(map(str, command)), capture_output=True, text=True).stdout.strip()
 
 
 def median(runs: list[dict], key: str) -> float:
@@ -57,13 +79,13 @@ def median(runs: list[dict], key: str) -> float:
 
 
 def print_runs(methods: dict[str, list[dict]]) -> None:
-    base = {key: median(methods["elastix generic rigid"], key) for key in ("wall", "cpu")}
+    base = {key: median(methods[BASELINE], key) for key in ("wall", "cpu")}
     print(f"{'method':32} {'wall s':>7} {'CPU s':>7} {'peak GB':>8} {'wall/elastix':>13} {'CPU/elastix':>12}")
     for name, runs in methods.items():
         wall, cpu, peak = (median(runs, key) for key in ("wall", "cpu", "peak_gb"))
         print(f"{name:32} {wall:7.1f} {cpu:7.1f} {peak:8.2f} {wall / base['wall']:13.2f} {cpu / base['cpu']:12.2f}")
     print("\nprofile of ctmr-register (median seconds per step)")
-    for name in ("ctmr-register (with QA)", "ctmr-register --no-qa"):
+    for name in (name for name in methods if name.startswith("ctmr-register")):
         steps = {step: statistics.median(run["stages"].get(step, 0.0) for run in methods[name])
                  for step in methods[name][0]["stages"]}
         print(f"  {name}: " + "  ".join(f"{step} {seconds:.2f}" for step, seconds in steps.items()))
@@ -116,19 +138,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--before", type=Path, help="a checkout of an earlier commit: its ctmr-register runs in turn "
+                        "with ours (`git worktree add /tmp/before COMMIT`)")
     args = parser.parse_args()
     fixed, moving = data_dir() / "ct_fullres.nii.gz", data_dir() / "mr_t2_fullres.nii.gz"
-    print(f"# python bench/speed_benchmark.py --repeats {args.repeats} --threads {args.threads}")
+    print(f"# python bench/speed_benchmark.py --repeats {args.repeats} --threads {args.threads}"
+          + (f" --before {args.before} ({subprocess_output(['git', '-C', args.before, 'log', '-1', '--format=%h'])})"
+             if args.before else ""))
     print(f"full-resolution pair, CT {sitk.ReadImage(str(fixed)).GetSize()} fixed, MR moving, "
           f"{args.threads} threads, {args.repeats} runs each in turn (medians)")
-    methods: dict[str, list[dict]] = {"ctmr-register (with QA)": [], "ctmr-register --no-qa": [],
-                                      "elastix generic rigid": []}
+    before = {f"{name}, before": options for name, options in OURS.items() if args.before and "QA" in name}
+    methods: dict[str, list[dict]] = {name: [] for name in (*OURS, *before, BASELINE,
+                                                            "elastix generic rigid, transform only")}
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         for _ in range(args.repeats):
-            methods["ctmr-register (with QA)"].append(ours(fixed, moving, work, args.threads, qa=True))
-            methods["ctmr-register --no-qa"].append(ours(fixed, moving, work, args.threads, qa=False))
-            methods["elastix generic rigid"].append(generic_rigid(fixed, moving, work, args.threads))
+            for name, options in OURS.items():
+                methods[name].append(ours(fixed, moving, work, args.threads,
+                                          [str(work / o) if o.endswith(".nrrd") else o for o in options]))
+            for name, options in before.items():
+                methods[name].append(ours(fixed, moving, work, args.threads, options,
+                                          args.before / "CTMRRegistration"))
+            methods[BASELINE].append(generic_rigid(fixed, moving, work, args.threads, result_image=True))
+            methods["elastix generic rigid, transform only"].append(
+                generic_rigid(fixed, moving, work, args.threads, result_image=False))
     print_runs(methods)
     print_search(args.threads)
 

@@ -70,21 +70,27 @@ class CoarseView:
     def index_from_physical(self) -> np.ndarray:
         return np.linalg.inv(self.physical_from_index)
 
-    def voxel_index(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Flat index of the nearest voxel of each LPS point (0 where outside), and whether it is inside."""
-        index = transform_points(self.index_from_physical, points)
+    def voxel_index(self, points: np.ndarray, matrices: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Flat index of the nearest voxel of each LPS point (0 where outside), and whether it is inside; with
+        (n, 4, 4) `matrices`, of the points mapped by each in turn (n * len(points) rows)."""
+        if matrices is None:
+            index = transform_points(self.index_from_physical, points)
+        else:  # one product per matrix: the mapping and the grid's index in one
+            to_index = self.index_from_physical @ matrices
+            index = (points @ to_index[:, :3, :3].transpose(0, 2, 1) + to_index[:, None, :3, 3]).reshape(-1, 3)
         nearest = np.floor(index + 0.5).astype(np.int32)
         size_z, size_y, size_x = self.channels.shape[:3]
         inside = np.all(nearest.view(np.uint32) < np.array([size_x, size_y, size_z], np.uint32), axis=1)
         flat = (nearest[:, 2] * size_y + nearest[:, 1]) * size_x + nearest[:, 0]
         return np.where(inside, flat, 0), inside
 
-    def contains(self, points: np.ndarray) -> np.ndarray:
-        return self.voxel_index(points)[1]
+    def contains(self, points: np.ndarray, matrices: np.ndarray | None = None) -> np.ndarray:
+        return self.voxel_index(points, matrices)[1]
 
-    def sample(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Channels at the nearest voxel of each LPS point, and whether the point lies inside the grid."""
-        flat, inside = self.voxel_index(points)
+    def sample(self, points: np.ndarray, matrices: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Channels at the nearest voxel of each LPS point (mapped by each of `matrices`, see `voxel_index`), and
+        whether the point lies inside the grid."""
+        flat, inside = self.voxel_index(points, matrices)
         return self.channels.reshape(-1, self.channels.shape[-1])[flat], inside
 
     def mirrored(self) -> CoarseView:

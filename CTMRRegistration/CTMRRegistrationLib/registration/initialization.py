@@ -18,12 +18,14 @@ Everything is deterministic.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import SimpleITK as sitk
 
 from ..core.errors import NoOverlapError
+from ..core.imaging import own_copy
 from ..core.rotations import angle_between, search_rotations
 from .coarse_view import SEED, CoarseView
 from .local_search import climb
@@ -70,6 +72,17 @@ def _refine(fixed: CoarseView, moving: CoarseView, matrix: np.ndarray, threads: 
     refined[:3, :3] = np.asarray(transform.GetMatrix()).reshape(3, 3)
     refined[:3, 3] = np.asarray(transform.TransformPoint((0.0, 0.0, 0.0)))
     return refined
+
+
+def _refine_each(fixed: CoarseView, moving: CoarseView, poses: list[np.ndarray], threads: int | None
+                 ) -> list[np.ndarray]:
+    """`_refine` of each pose, two at a time (each on its own copy of the images: see own_copy)."""
+    def refine(pose: np.ndarray) -> np.ndarray:
+        own_fixed = replace(fixed, image=own_copy(fixed.image), mask=own_copy(fixed.mask))
+        return _refine(own_fixed, replace(moving, image=own_copy(moving.image)), pose, threads)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(refine, poses))
 
 
 class _ScoreScale:
@@ -166,7 +179,7 @@ def search_pose(fixed: CoarseView, moving: CoarseView, refined_candidates: int =
                              CLIMBED_PER_REFINED * refined_candidates, fixed.centroid, starts)
     climbed, climbed_scores = climb(np.array(starts), lambda p: scale.scores(scorer.cues(p)), fixed.centroid)
     chosen = _distinct_best(climbed, climbed_scores, refined_candidates, fixed.centroid)
-    refined = [_refine(fixed, moving, pose, threads) for pose in chosen]
+    refined = _refine_each(fixed, moving, chosen, threads)
     refined_cues = scorer.cues(np.array(refined))
     refined_scores = scale.scores(refined_cues)
     order = np.argsort(-refined_scores)

@@ -204,24 +204,34 @@ PRESET_STAGES = {
 
 def preset_stage(path) -> str:
     """The stage an elastix parameter file serves, from the transform it optimises."""
-    kind = read_parameter_file(path)["Transform"][0]
+    return _stage_of(read_parameter_file(path), Path(path).name)
+
+
+def _stage_of(parameters: ParameterMap, name: str) -> str:
+    kind = parameters["Transform"][0]
     if kind not in PRESET_STAGES:
-        raise InputError(f"{Path(path).name}: a {kind} preset fits no stage ({', '.join(PRESET_STAGES)})")
+        raise InputError(f"{name}: a {kind} preset fits no stage ({', '.join(PRESET_STAGES)})")
     return PRESET_STAGES[kind]
 
 
 def presets_by_stage(presets: Sequence[str | Path]) -> dict[str, Path]:
     """Preset files keyed by the stage each one's Transform names; InputError for two of one stage."""
+    return {stage: path for stage, (path, _) in _read_presets(presets).items()}
+
+
+def _read_presets(presets: Sequence[str | Path]) -> dict[str, tuple[Path, ParameterMap]]:
+    """Each preset file read once, keyed by its stage: (path, parameters)."""
     if isinstance(presets, Mapping):
         warnings.warn("presets as a {stage: file} dict is deprecated: give the files; each file's Transform names "
-                      "its stage", DeprecationWarning, stacklevel=3)
+                      "its stage", DeprecationWarning, stacklevel=4)
         presets = list(presets.values())
-    by_stage: dict[str, Path] = {}
+    by_stage: dict[str, tuple[Path, ParameterMap]] = {}
     for path in map(Path, presets):
-        stage = preset_stage(path)
+        parameters = read_parameter_file(path)
+        stage = _stage_of(parameters, path.name)
         if stage in by_stage:
-            raise InputError(f"two presets for the {stage} stage: {by_stage[stage].name} and {path.name}")
-        by_stage[stage] = path
+            raise InputError(f"two presets for the {stage} stage: {by_stage[stage][0].name} and {path.name}")
+        by_stage[stage] = (path, parameters)
     return by_stage
 
 
@@ -231,13 +241,14 @@ def stage_parameters(options: RegistrationOptions, wheel: bool = False) -> dict[
     stages = list(options.stages)
     if not stages or any(s not in STAGES for s in stages) or stages != sorted(set(stages), key=STAGES.index):
         raise InputError(f"stages must be one or more of {', '.join(STAGES)}, in that order (e.g. rigid,affine)")
-    presets = presets_by_stage(options.presets)
+    presets = _read_presets(options.presets)
     unused = sorted(set(presets) - set(stages))
     if unused:
         raise InputError(f"a preset is given for the {', '.join(unused)} stage, which is not among the stages run "
                          f"({', '.join(stages)})")
-    paths = {s: Path(presets.get(s) or parameter_file(s.capitalize())) for s in stages}
-    return {s: check_parameter_map(read_parameter_file(path), path.name, wheel) for s, path in paths.items()}
+    bundled = {s: Path(parameter_file(s.capitalize())) for s in stages if s not in presets}
+    given = presets | {s: (path, read_parameter_file(path)) for s, path in bundled.items()}
+    return {s: check_parameter_map(given[s][1], given[s][0].name, wheel) for s in stages}
 
 
 def register_images(

@@ -57,8 +57,7 @@ class PoseScorer:
         return np.concatenate([self._cues(matrices[i:i + BATCH]) for i in range(0, len(matrices), BATCH)])
 
     def _cues(self, matrices: np.ndarray) -> np.ndarray:
-        mapped = self.points @ matrices[:, :3, :3].transpose(0, 2, 1) + matrices[:, None, :3, 3]
-        values, inside_grid = self.moving.sample(mapped.reshape(-1, 3))
+        values, inside_grid = self.moving.sample(self.points, matrices)
         values = values.reshape(len(matrices), len(self.points), -1)
         inside_grid = inside_grid.reshape(len(matrices), -1)
         fixed_inside = self.fixed_inside & inside_grid
@@ -86,12 +85,15 @@ class PoseScorer:
         fixed_points, moving_points = self.fixed.mask_points, self.moving.mask_points
         fixed_centroids = np.repeat(self.fixed.centroid[None], len(rotations), axis=0)
         moving_centroids = np.repeat(self.moving.centroid[None], len(rotations), axis=0)
+        forward = np.repeat(np.eye(4)[None], len(rotations), axis=0)  # fixed->moving poses, and their inverses
+        backward = forward.copy()
+        forward[:, :3, :3], backward[:, :3, :3] = rotations, rotations.transpose(0, 2, 1)
         for _ in range(iterations):
             translations = moving_centroids - (rotations @ fixed_centroids[..., None])[..., 0]
-            mapped = fixed_points @ rotations.transpose(0, 2, 1) + translations[:, None]
-            fixed_seen = self.moving.contains(mapped.reshape(-1, 3)).reshape(len(rotations), -1)
-            back = (moving_points[None] - translations[:, None]) @ rotations
-            moving_seen = self.fixed.contains(back.reshape(-1, 3)).reshape(len(rotations), -1)
+            forward[:, :3, 3] = translations
+            backward[:, :3, 3] = -(backward[:, :3, :3] @ translations[..., None])[..., 0]
+            fixed_seen = self.moving.contains(fixed_points, forward).reshape(len(rotations), -1)
+            moving_seen = self.fixed.contains(moving_points, backward).reshape(len(rotations), -1)
             usable = (fixed_seen.sum(1) >= 10) & (moving_seen.sum(1) >= 10)
             fixed_centroids[usable] = (fixed_seen @ fixed_points)[usable] / fixed_seen.sum(1, keepdims=True)[usable]
             moving_centroids[usable] = (moving_seen @ moving_points)[usable] / moving_seen.sum(1, keepdims=True)[usable]

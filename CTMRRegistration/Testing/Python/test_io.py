@@ -1,13 +1,19 @@
 """Loading and saving through MRML storage nodes keeps voxels, geometry, points and transforms."""
 
+import os
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
 from test_geometry import assert_same_image, oblique_image
+from vtkmodules.util import numpy_support
 
 from CTMRRegistrationLib.core.errors import InputError
 from CTMRRegistrationLib.core.geometry import matrix_from_sitk, sitk_from_matrix
 from CTMRRegistrationLib.mrml import node_io as mrml_io
+from CTMRRegistrationLib.mrml.dicom_nodes import load_input_volume
 from CTMRRegistrationLib.mrml.nodes import (
     add_volume_from_sitk,
     points_from_markups,
@@ -88,3 +94,23 @@ def test_missing_and_unreadable_files(context, tmp_path):
     broken.write_bytes(b"\0" * 64)
     with pytest.raises(InputError, match="cannot read transform"):
         mrml_io.load_transform(context, broken)
+
+
+def test_an_input_volume_is_decompressed_once_and_its_voxels_held_once(context, tmp_path):
+    image = oblique_image()
+    path = tmp_path / "v.nii.gz"
+    sitk.WriteImage(image, str(path), True)
+    node, series = load_input_volume(context, path)
+    assert series is None and node.GetStorageNode().GetFileName() == str(path)  # the user's file, not the copy
+    assert node.GetDisplayNode() is None  # whoever shows it makes one
+    shared = sitk_from_volume(node)
+    assert_same_image(shared, image)
+    assert sitk_from_volume(node) is shared
+    voxels = numpy_support.vtk_to_numpy(node.GetImageData().GetPointData().GetScalars())
+    assert np.shares_memory(voxels, sitk.GetArrayViewFromImage(shared))
+    assert not list(Path(tempfile.gettempdir()).glob(f"ctmr-read-{os.getpid()}-*"))  # the copy is gone
+    moved = context.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    set_linear_transform_node_from_sitk(moved, sitk_from_matrix(np.diag([1.0, 1.0, 1.0, 1.0]) + np.eye(4, k=3) * 5))
+    node.SetAndObserveTransformNodeID(moved.GetID())
+    placed = sitk_from_volume(node)  # another geometry: a copy of its own
+    assert placed is not shared and np.allclose(np.subtract(placed.GetOrigin(), shared.GetOrigin()), [-5, 0, 0])
