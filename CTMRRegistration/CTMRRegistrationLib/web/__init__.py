@@ -1,0 +1,1 @@
+"""`ctmr-web`: the registration panel and cohort review in a browser (trame, trame-slicer), served on loopback."""
