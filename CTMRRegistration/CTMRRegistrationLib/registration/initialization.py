@@ -158,19 +158,34 @@ def _with_searched_translations(fixed: CoarseView, moving: CoarseView, poses: np
     return np.array(shifted).reshape(-1, 4, 4)
 
 
+@dataclass
+class Sweep:
+    """Every candidate rotation of the sweep with its centred translation, and their cues."""
+
+    scorer: PoseScorer
+    poses: np.ndarray
+    cues: np.ndarray
+
+    @classmethod
+    def run(cls, fixed: CoarseView, moving: CoarseView) -> Sweep:
+        scorer = PoseScorer(fixed, moving)
+        poses = scorer.poses(search_rotations(EVEN_ROTATIONS))
+        cues = scorer.cues(poses)
+        if np.isnan(cues).all():
+            raise NoOverlapError("no orientation brings the two objects into a common field of view")
+        return cls(scorer, poses, cues)
+
+
 def search_pose(fixed: CoarseView, moving: CoarseView, refined_candidates: int = REFINED_CANDIDATES,
                 threads: int | None = None, scale: _ScoreScale | None = None,
-                translations: bool = True) -> SearchResult:
+                translations: bool = True, sweep: Sweep | None = None) -> SearchResult:
     """Score every candidate pose, refine the best distinct few, return them ranked by their refined score.
 
     `scale`: the score scale of another search (the proper one, for the mirrored search), so that the two
     searches' scores compare; by default the scale of this search's own sweep. `translations`: also try the
-    translations found by correlation (see `translation_search`)."""
-    scorer = PoseScorer(fixed, moving)
-    poses = scorer.poses(search_rotations(EVEN_ROTATIONS))
-    cues = scorer.cues(poses)
-    if np.isnan(cues).all():
-        raise NoOverlapError("no orientation brings the two objects into a common field of view")
+    translations found by correlation (see `translation_search`). `sweep`: this search's sweep, when done."""
+    sweep = sweep or Sweep.run(fixed, moving)
+    scorer, poses, cues = sweep.scorer, sweep.poses, sweep.cues
     scale = scale or _ScoreScale(cues)
     scores = scale.scores(cues)
     shifted = _with_searched_translations(fixed, moving, poses, scores) if translations else np.zeros((0, 4, 4))
@@ -247,14 +262,20 @@ def search_initialization(
     decision, and `alternatives`: the next distinct candidates with their fixed->moving matrices."""
     fixed_view = CoarseView.build(fixed, fixed_modality, SEARCH_SPACING_MM)
     moving_view = CoarseView.build(moving, moving_modality, SEARCH_SPACING_MM)
-    proper = search_pose(fixed_view, moving_view, threads=threads)
+    sweep = Sweep.run(fixed_view, moving_view)
+    scale = _ScoreScale(sweep.cues)  # the mirrored search scores on the proper one's scale: it can run beside
+    mirror, reflect = None, np.eye(4)
+    with ThreadPoolExecutor(max_workers=1) as background:
+        if check_mirror:
+            mirrored_view = moving_view.mirrored()
+            reflect = mirrored_view.physical_from_index @ moving_view.index_from_physical
+            mirror = background.submit(search_pose, fixed_view, mirrored_view, MIRROR_REFINED_CANDIDATES, threads,
+                                       scale, False)
+        proper = search_pose(fixed_view, moving_view, threads=threads, scale=scale, sweep=sweep)
+        mirror = mirror.result() if mirror is not None else None
     details = {"method": "search", "score": proper.score, "runner_up_score": proper.runner_up_score,
                "cues": proper.cues, "candidates": proper.candidates_scored, "sweep_rank": proper.sweep_rank}
-    mirror, reflect = None, np.eye(4)
-    if check_mirror:
-        mirrored_view = moving_view.mirrored()
-        mirror = search_pose(fixed_view, mirrored_view, MIRROR_REFINED_CANDIDATES, threads, proper.scale, False)
-        reflect = mirrored_view.physical_from_index @ moving_view.index_from_physical
+    if mirror is not None:
         details["mirrored_score"] = mirror.score
         details["mirror"] = _mirror_decision(proper.score, mirror.score)
     details["alternatives"] = _alternatives(proper, mirror, reflect)

@@ -544,7 +544,9 @@ def _align_linear(fixed, moving, modalities, options, stages: _StageRunner, resu
     The pose search reads edges, mask overlap and intensity statistics that a bias field barely moves, and
     it was found more decisive on the uncorrected MR; N4 serves the intensity-based elastix stages."""
     stages.start("masks", 0.02, "masking CT table, air and MR background")
-    fixed_mask, moving_mask = foreground_mask(fixed, modalities[0]), foreground_mask(moving, modalities[1])
+    with ThreadPoolExecutor(max_workers=1) as background:  # each image in one thread only
+        moving_mask = background.submit(foreground_mask, moving, modalities[1])
+        fixed_mask, moving_mask = foreground_mask(fixed, modalities[0]), moving_mask.result()
     fixed_mask = combine_masks(fixed_mask, options.fixed_mask, options.mask_mode, "fixed")
     moving_mask = combine_masks(moving_mask, options.moving_mask, options.mask_mode, "moving")
     result.fixed_mask, result.moving_mask = fixed_mask, moving_mask
