@@ -29,11 +29,22 @@ def prepare_scene(context: MRMLContext) -> None:
     vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(context.scene, True)
 
 
+def outline_regions(scene) -> None:
+    """Show regions (the registered region's ROI) as outlines without handles: a filled box hides the images."""
+    regions = scene.GetNodesByClass("vtkMRMLMarkupsROINode")
+    for index in range(regions.GetNumberOfItems()):
+        display = regions.GetItemAsObject(index).GetDisplayNode()
+        if display is not None:
+            display.SetFillVisibility(False)
+            display.SetHandlesInteractive(False)
+
+
 class SliceViews:
     """The linked views of the layout: what they show (background, foreground and its opacity)."""
 
     def __init__(self, server: Server, context: MRMLContext):
         prepare_scene(context)
+        self.scene = context.scene
         self.manager = ViewManager(context.scene, context.application_logic)
         register_rca_factories(self.manager, server, slice_view_ui_f=lambda *_: None)  # no stock gutter widgets
         self.layout = LayoutManager(context.scene, self.manager, server)
@@ -47,6 +58,7 @@ class SliceViews:
 
     def show(self, background: str | None, foreground: str | None, opacity: float) -> None:
         """Show volume node IDs `background` and `foreground` (None: nothing) in every view, fitted."""
+        outline_regions(self.scene)
         for view in self.views():
             view.set_background_volume_id(background)
             view.set_foreground_volume_id(foreground)
