@@ -179,7 +179,8 @@ class RegistrationLogic:
         Outputs:
             output_transform: a transform node to write the result into (default: a new node); registering
                 again into it replaces its content.
-            output_volume: a scalar volume node that receives the moving volume resampled on the fixed grid.
+            output_volume: a scalar volume node that receives the moving volume resampled on the fixed grid, in
+                its own pixel type.
             registered_region: a markups ROI node that receives the region registered (result.
                 registered_region_node); add_registered_region makes a new one when none is given.
             apply_to_moving: place the result on top of the moving volume's transforms, so it shows aligned.
@@ -254,7 +255,9 @@ class RegistrationLogic:
         result.transform_node = self._store_transform(result, fixed_node, moving_node, output_transform,
                                                       grid_transform)
         if output_volume is not None:
-            update_volume_from_sitk(output_volume, resample_on_grid(moving, fixed, result.transform))
+            # in the moving volume's pixel type, as elastix writes its result (float would double its size)
+            update_volume_from_sitk(output_volume, resample_on_grid(moving, fixed, result.transform,
+                                                                    pixel_type=moving.GetPixelID()))
         if apply_to_moving or harden:
             _apply_on_top(moving_node, result.transform_node)
         if harden:

@@ -33,6 +33,7 @@ def test_register_nodes_adds_masks_and_leaves_the_mr_untouched(context, sample_c
     assert result.transform_node.GetNodeReference("spatialRegistrationFixed") is ct_node
     assert result.transform_node.GetNodeReference("spatialRegistrationMoving") is mr_node
     assert resampled.GetImageData().GetDimensions() == ct_node.GetImageData().GetDimensions()
+    assert resampled.GetImageData().GetScalarType() == mr_node.GetImageData().GetScalarType()  # as the MR stores it
     np.testing.assert_allclose(sitk_from_volume(resampled).GetOrigin(), sample_ct.GetOrigin(), atol=1e-6)
     assert p95_distance(result.matrix, reference_ct_to_mr, ct_object_points) < 5.0
 
