@@ -11,7 +11,7 @@ import SimpleITK as sitk
 import slicer
 
 from ..core.errors import InputError
-from ..core.image_files import check_volume_file, data_damage
+from ..core.image_files import check_volume_file, check_written_volume
 from ..core.input_files import TEXT_LIMIT_BYTES, regular_file
 from ..core.output_files import native_stderr_held, write_atomically
 from ..core.private_folders import private_folder
@@ -119,15 +119,9 @@ def _storage_node_for(context: MRMLContext, node, path: Path):
 
 
 def _verify(node, path: Path) -> None:
-    """Read a written file back: a volume's header through ITK and its voxel data to the end (size, and the
-    compressed data's checksums), without decoding the voxels a second time; transforms readable by ITK."""
+    """Read a written file back: volumes whole (see check_written_volume), transforms readable by ITK."""
     if node.IsA("vtkMRMLVolumeNode") and not node.IsA("vtkMRMLSegmentationNode"):
-        damage = data_damage(path)
-        if damage:
-            raise ValueError(f"the file read back is damaged ({damage}; disk full?)")
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(path))
-        reader.ReadImageInformation()
+        check_written_volume(path)
     elif node.IsA("vtkMRMLTransformNode"):
         sitk.ReadTransform(str(path))
 

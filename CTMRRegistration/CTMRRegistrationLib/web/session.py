@@ -13,6 +13,7 @@ import SimpleITK as sitk
 
 from ..apps.panel import Panel, PanelSettings, result_summary, status_line
 from ..core.errors import InputError
+from ..core.image_files import check_written_volume
 from ..core.output_files import write_atomically
 from ..dicom.registration_objects import write_registration_object
 from ..mrml import node_io
@@ -165,7 +166,7 @@ class RegistrationSession:
         run = self.panel.last_run
         image = run.aligned_moving_image(sitk_from_volume(run.fixed_volume))
         return write_atomically(folder / VOLUME_NAME, lambda path: sitk.WriteImage(image, str(path), True),
-                                lambda path: sitk.ReadImage(str(path)))
+                                check_written_volume)
 
     def save_dicom_reg(self, folder: Path, allow_failed: bool = False) -> Path:
         """The result as a DICOM (Deformable) Spatial Registration object; both volumes must come from DICOM and a
