@@ -7,7 +7,6 @@ from dataclasses import dataclass, replace
 import numpy as np
 import SimpleITK as sitk
 
-from ..core.geometry import transform_points
 from ..core.imaging import index_to_physical_matrix, resample_isotropic
 from ..core.masks import foreground_mask
 
@@ -73,15 +72,15 @@ class CoarseView:
     def voxel_index(self, points: np.ndarray, matrices: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Flat index of the nearest voxel of each LPS point (0 where outside), and whether it is inside; with
         (n, 4, 4) `matrices`, of the points mapped by each in turn (n * len(points) rows)."""
-        if matrices is None:
-            index = transform_points(self.index_from_physical, points)
-        else:  # one product per matrix: the mapping and the grid's index in one
-            to_index = self.index_from_physical @ matrices
-            index = (points @ to_index[:, :3, :3].transpose(0, 2, 1) + to_index[:, None, :3, 3]).reshape(-1, 3)
-        nearest = np.floor(index + 0.5).astype(np.int32)
+        to_index = self.index_from_physical if matrices is None else self.index_from_physical @ matrices
+        to_index = to_index.reshape(-1, 4, 4)
+        # one product per matrix, each axis contiguous: per-axis compares beat a reduction over rows of 3
+        index = to_index[:, :3, :3] @ points.T + to_index[:, :3, 3:]  # (n, 3, points)
+        nearest = np.floor(index + 0.5).astype(np.int32).transpose(1, 0, 2).reshape(3, -1)
         size_z, size_y, size_x = self.channels.shape[:3]
-        inside = np.all(nearest.view(np.uint32) < np.array([size_x, size_y, size_z], np.uint32), axis=1)
-        flat = (nearest[:, 2] * size_y + nearest[:, 1]) * size_x + nearest[:, 0]
+        column, row, plane = nearest.view(np.uint32)
+        inside = (column < size_x) & (row < size_y) & (plane < size_z)
+        flat = (nearest[2] * size_y + nearest[1]) * size_x + nearest[0]
         return np.where(inside, flat, 0), inside
 
     def contains(self, points: np.ndarray, matrices: np.ndarray | None = None) -> np.ndarray:

@@ -62,7 +62,9 @@ class PoseScorer:
         inside_grid = inside_grid.reshape(len(matrices), -1)
         fixed_inside = self.fixed_inside & inside_grid
         moving_inside = (values[..., 0] > 0) & inside_grid
-        dice = 2.0 * (fixed_inside & moving_inside).sum(1) / np.maximum(fixed_inside.sum(1) + moving_inside.sum(1), 1)
+        counted = np.count_nonzero  # counts booleans several times faster than sum
+        dice = 2.0 * counted(fixed_inside & moving_inside, axis=1) / np.maximum(
+            counted(fixed_inside, axis=1) + counted(moving_inside, axis=1), 1)
         union = fixed_inside | moving_inside
         joint_index = self.fixed_bins * INTENSITY_BINS + values[..., 1].astype(np.int64)
         offsets = np.arange(len(matrices))[:, None] * INTENSITY_BINS**2
@@ -70,9 +72,10 @@ class PoseScorer:
         nmi = normalised_mutual_information(joint.reshape(-1, INTENSITY_BINS, INTENSITY_BINS).astype(float))
         moving_edges = values[..., 2:] @ matrices[:, :3, :3]
         alignment = (self.fixed_edges * moving_edges).sum(axis=2) ** 2
-        edges = (alignment * inside_grid).sum(1) / np.maximum(inside_grid.sum(1), 1)
+        inside_count = counted(inside_grid, axis=1)
+        edges = (alignment * inside_grid).sum(1) / np.maximum(inside_count, 1)
         cues = np.stack([dice, nmi, edges], axis=1)
-        cues[inside_grid.mean(axis=1) < MIN_COVERAGE] = np.nan
+        cues[inside_count / inside_grid.shape[1] < MIN_COVERAGE] = np.nan
         return cues
 
     def poses(self, rotations: np.ndarray, iterations: int = 2) -> np.ndarray:

@@ -47,13 +47,17 @@ def _sample_on_grid(view: CoarseView, rotation: np.ndarray, spacing: float) -> t
             origin)
 
 
-def _correlate(moving: np.ndarray, fixed: np.ndarray) -> np.ndarray:
-    """sum_i fixed[i] * moving[i + s] for every shift s; index k holds s = k - (fixed.shape - 1).
-    A full convolution by real FFTs (scipy.signal would do the same at an import cost of seconds)."""
-    shape = [m + f - 1 for m, f in zip(moving.shape, fixed.shape)]
-    padded = [fft.next_fast_len(n, real=True) for n in shape]
-    spectrum = fft.rfftn(moving, padded) * fft.rfftn(fixed[::-1, ::-1, ::-1], padded)
-    return fft.irfftn(spectrum, padded)[tuple(slice(0, n) for n in shape)]
+def _full_shape(moving: np.ndarray, fixed: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The shape of the full convolution of the two arrays, and the fast FFT shape it is padded to."""
+    shape = tuple(m + f - 1 for m, f in zip(moving.shape, fixed.shape))
+    return shape, tuple(fft.next_fast_len(n, real=True) for n in shape)
+
+
+def _correlation(moving_spectrum: np.ndarray, fixed_spectrum: np.ndarray, shape, padded) -> np.ndarray:
+    """sum_i fixed[i] * moving[i + s] for every shift s, from the spectra of moving and of fixed reversed; index
+    k holds s = k - (fixed.shape - 1). A full convolution by real FFTs (scipy.signal would do the same at an
+    import cost of seconds)."""
+    return fft.irfftn(moving_spectrum * fixed_spectrum, padded)[tuple(slice(0, n) for n in shape)]
 
 
 class TranslationSearch:
@@ -62,6 +66,14 @@ class TranslationSearch:
     def __init__(self, fixed: CoarseView, moving: CoarseView, spacing_mm: float = GRID_MM):
         self.fixed, self.spacing = fixed, spacing_mm
         self.moving_mask, self.moving_support, self.moving_origin = _sample_on_grid(moving, np.eye(3), spacing_mm)
+        self._moving_spectra: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}  # by padded shape
+
+    def _moving(self, padded: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """Spectra of the moving mask and support at one padded shape (rotations share a few shapes)."""
+        if padded not in self._moving_spectra:
+            self._moving_spectra[padded] = (fft.rfftn(self.moving_mask, padded),
+                                            fft.rfftn(self.moving_support, padded))
+        return self._moving_spectra[padded]
 
     def translations(self, pose: np.ndarray, count: int = SPREAD_TRANSLATIONS) -> np.ndarray:
         """For the rotation of the fixed->moving 4x4 `pose`: up to `count` translations (k, 3) with a
@@ -69,9 +81,12 @@ class TranslationSearch:
         (none when no translation shares enough of the objects)."""
         rotation = pose[:3, :3]
         fixed_mask, fixed_support, fixed_origin = _sample_on_grid(self.fixed, rotation, self.spacing)
-        shared = _correlate(self.moving_mask, fixed_mask)
-        fixed_seen = _correlate(self.moving_support, fixed_mask)
-        moving_seen = _correlate(self.moving_mask, fixed_support)
+        shape, padded = _full_shape(self.moving_mask, fixed_mask)
+        moving_mask, moving_support = self._moving(padded)
+        fixed_mask_spectrum = fft.rfftn(fixed_mask[::-1, ::-1, ::-1], padded)
+        shared = _correlation(moving_mask, fixed_mask_spectrum, shape, padded)
+        fixed_seen = _correlation(moving_support, fixed_mask_spectrum, shape, padded)
+        moving_seen = _correlation(moving_mask, fft.rfftn(fixed_support[::-1, ::-1, ::-1], padded), shape, padded)
         smaller = min(fixed_mask.sum(), self.moving_mask.sum())
         dice = 2.0 * shared / np.maximum(fixed_seen + moving_seen, 1e-6)
         dice[shared < MIN_SHARED_FRACTION * smaller] = -1.0
