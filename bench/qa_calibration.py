@@ -50,10 +50,9 @@ from scipy.spatial.transform import Rotation
 from CTMRRegistrationLib import RegistrationOptions, register_images
 from CTMRRegistrationLib.core import resources
 from CTMRRegistrationLib.core.geometry import matrix_from_sitk, p95, transform_points
-from CTMRRegistrationLib.core.imaging import resample_isotropic
 from CTMRRegistrationLib.qa.assess import QAOptions, assess
 from CTMRRegistrationLib.qa.consistency import SharedPoints, distances_both_ways, shared_points
-from CTMRRegistrationLib.qa.images import QA_SPACING_MM, prepare_qa_images
+from CTMRRegistrationLib.qa.images import prepare_qa_images, qa_grid
 from CTMRRegistrationLib.qa.verdict import LIMITS, error_bound_mm, grade_cues
 
 HERE = Path(__file__).resolve().parent
@@ -203,7 +202,7 @@ def run_pairs(args) -> list[dict]:
             continue
         started = time.perf_counter()
         base = register(pair.ct, pair.mr, pair.reference, args.threads)
-        ct_qa, mr_qa = resample_isotropic(pair.ct, QA_SPACING_MM), resample_isotropic(pair.mr, QA_SPACING_MM)
+        ct_qa, mr_qa = qa_grid(pair.ct), qa_grid(pair.mr)  # as assess makes them: once per pair
         truth = Truth(pair, base, ct_qa, mr_qa)
         rng = np.random.default_rng(args.seed + index)
         results = [("base", base, mr_qa), ("external reference", pair.reference, mr_qa)]
