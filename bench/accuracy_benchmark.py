@@ -34,7 +34,7 @@ from scipy.spatial.transform import Rotation
 
 sys.path.insert(0, str(HERE.parent / "CTMRRegistration" / "Testing" / "Python"))
 from ground_truth import error_summary, mapped, move_header, synthetic_warp  # noqa: E402
-from score_landmarks import CENTRAL_MR_Z_MM  # noqa: E402
+from porcine_landmarks import CENTRAL_MR_Z_MM, landmark_floors  # noqa: E402
 
 from CTMRRegistrationLib.core import resources  # noqa: E402
 from CTMRRegistrationLib.core.geometry import matrix_from_sitk, transform_points  # noqa: E402
@@ -160,7 +160,10 @@ def _write(image: sitk.Image, path: Path) -> Path:
 
 
 def landmark_rows(rows: dict, ct_points: np.ndarray, mr_points: np.ndarray) -> dict:
-    return {name: error_summary(np.linalg.norm(run["map"](ct_points) - mr_points, axis=1)) if run["map"] else None
+    """Each row's TRE on the pairs, after the floors those pairs set (porcine_landmarks.landmark_floors)."""
+    floors = {f"floor: {kind} fit, leave one out": error_summary(errors)
+              for kind, errors in landmark_floors(ct_points, mr_points).items()}
+    return floors | {name: error_summary(np.linalg.norm(run["map"](ct_points) - mr_points, axis=1)) if run["map"] else None
             for name, run in rows.items()}
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 from accuracy_benchmark import LANDMARKS, object_centre, start_pose
-from score_landmarks import CENTRAL_MR_Z_MM
+from porcine_landmarks import CENTRAL_MR_Z_MM
 
 from CTMRRegistrationLib import RegistrationOptions, register_images
 from CTMRRegistrationLib.core import resources

@@ -3,8 +3,9 @@
 Each transform file maps fixed CT points to moving MR points (LPS, as ctmr-register writes them). Prints the
 mean / median / max distance (mm) over all pairs, by depth below the CT object's surface, by the tissue around
 the pocket in the CT (fat or muscle; with each result's mean error vector there), and over the central MR slab
-(CENTRAL_MR_Z_MM). Beside them, the floor the pairs set themselves: each MR point predicted from the
-other pairs by a smoothed thin-plate spline (leave one out), i.e. what their own neighbours explain.
+(CENTRAL_MR_Z_MM). Beside them, the floors the pairs set themselves (porcine_landmarks.landmark_floors): each MR
+point predicted from the other pairs by a rigid, an affine and a thin-plate fit (leave one out), fitted over all
+pairs, and the same fitted over the central slab's pairs alone.
 
 The central slab is a calibration, not ground truth of its own (docs/validation.md compares it with held-out
 pairs).
@@ -22,19 +23,16 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from scipy.interpolate import RBFInterpolator
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "CTMRRegistration"))
 sys.path.insert(0, str(ROOT / "CTMRRegistration" / "Testing" / "Python"))
 
 from ground_truth import mapped  # noqa: E402
-from porcine_landmarks import coarse_mask  # noqa: E402
+from porcine_landmarks import CENTRAL_MR_Z_MM, coarse_mask, landmark_floors  # noqa: E402
 
 PAIRS = ROOT / "CTMRRegistration" / "Testing" / "Data" / "porcine_air_pockets.json"
-CENTRAL_MR_Z_MM = (-54.4, 70.7)  # MR slices 30-80 of 94
 DEPTH_BANDS_MM = ((0, 5), (5, 10), (10, 20), (20, np.inf))
-SMOOTHING = 300.0  # thin-plate spline smoothing of the floor (mm^2); 0-1000 all read within 0.1 mm
 TISSUE_SHELL_MM = (3.0, 6.0)  # the shell around a CT pocket whose median HU says what tissue holds it
 TISSUES_HU = {"in fat": (-np.inf, -30.0), "in muscle": (20.0, np.inf)}  # fat about -100 HU, muscle about 50
 
@@ -63,14 +61,6 @@ def surrounding_hu(ct: sitk.Image, points: np.ndarray) -> np.ndarray:
     return np.array(medians)
 
 
-def neighbour_floor(ct_points: np.ndarray, mr_points: np.ndarray) -> np.ndarray:
-    """Distance from each MR point to its prediction from all other pairs (thin-plate spline)."""
-    keep = ~np.eye(len(ct_points), dtype=bool)
-    return np.array([np.linalg.norm(RBFInterpolator(ct_points[k], mr_points[k], kernel="thin_plate_spline",
-                                                    smoothing=SMOOTHING)(ct_points[[i]])[0] - mr_points[i])
-                     for i, k in enumerate(keep)])
-
-
 def _cell(errors: np.ndarray) -> str:
     return f"{errors.mean():.2f} / {np.median(errors):.2f} / {errors.max():.2f}" if len(errors) else "-"
 
@@ -89,13 +79,17 @@ def main() -> None:
     groups |= {f"depth {low}-{high} mm": (depth >= low) & (depth < high) for low, high in DEPTH_BANDS_MM}
     groups |= {name: (tissue > low) & (tissue < high) for name, (low, high) in TISSUES_HU.items()}
     offsets = {path.name: mapped(sitk.ReadTransform(str(path)), ct_points) - mr_points for path in arguments.transforms}
-    rows = {"neighbours' floor (TPS, leave one out)": neighbour_floor(ct_points, mr_points)}
+    central = groups["central MR slab"]
+    rows = {f"floor: {kind}, leave one out": errors for kind, errors in landmark_floors(ct_points, mr_points).items()}
+    central_floors = landmark_floors(ct_points[central], mr_points[central])
     rows |= {name: np.linalg.norm(offset, axis=1) for name, offset in offsets.items()}
     print("mean / median / max (mm); pairs: " + ", ".join(f"{name} {mask.sum()}" for name, mask in groups.items()))
     width = max(map(len, rows))
     print(" " * width + "".join(f" | {name:^20}" for name in groups))
     for name, errors in rows.items():
         print(f"{name:{width}}" + "".join(f" | {_cell(errors[mask]):^20}" for mask in groups.values()))
+    print("floors fitted on the central slab's pairs alone: " + ", ".join(
+        f"{kind} {_cell(errors)}" for kind, errors in central_floors.items()))
     print("\nmean error vector, mapped CT point - MR point (x, y, z; LPS mm), by the tissue around the pocket")
     for name, offset in offsets.items():
         means = {tissue_name: offset[groups[tissue_name]].mean(axis=0).round(2) for tissue_name in TISSUES_HU}
