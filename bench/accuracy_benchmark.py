@@ -163,8 +163,8 @@ def landmark_rows(rows: dict, ct_points: np.ndarray, mr_points: np.ndarray) -> d
     """Each row's TRE on the pairs, after the floors those pairs set (porcine_landmarks.landmark_floors)."""
     floors = {f"floor: {kind} fit, leave one out": error_summary(errors)
               for kind, errors in landmark_floors(ct_points, mr_points).items()}
-    return floors | {name: error_summary(np.linalg.norm(run["map"](ct_points) - mr_points, axis=1)) if run["map"] else None
-            for name, run in rows.items()}
+    return floors | {name: error_summary(np.linalg.norm(run["map"](ct_points) - mr_points, axis=1))
+                     if run["map"] else None for name, run in rows.items()}
 
 
 def warp_rows(original: dict, warped: dict, warp_back, points: np.ndarray) -> dict:

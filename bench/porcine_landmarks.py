@@ -247,7 +247,8 @@ def main() -> None:
     for name, keep in (("all pairs", np.ones(len(pairs), bool)), ("central MR slab", central)):
         floors = landmark_floors(ct_points[ct_index][keep], mr_points[mr_index][keep])
         print(f"floors, {name} ({keep.sum()} pairs, each left out of its own fit): "
-              + ", ".join(f"{kind} {errors.mean():.2f} (median {np.median(errors):.2f})" for kind, errors in floors.items()))
+              + ", ".join(f"{kind} {errors.mean():.2f} (median {np.median(errors):.2f})"
+                          for kind, errors in floors.items()))
     print(f"wrote {OUTPUT}")
 
 
