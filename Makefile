@@ -54,6 +54,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 bench: $(STAMP)
+	CTMR_SHARED_DATA=$(SHARED) $(PY) bench/speed_benchmark.py --repeats 3 --threads 2
 	CTMR_SHARED_DATA=$(SHARED) $(PY) bench/engine_benchmark.py --threads 2
 	CTMR_SHARED_DATA=$(SHARED) $(PY) bench/capture_benchmark.py --cases $(BENCH_CASES) --threads 2
 	CTMR_SHARED_DATA=$(SHARED) $(PY) bench/qa_benchmark.py --cases $(BENCH_CASES) --threads 2
