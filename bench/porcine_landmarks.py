@@ -75,19 +75,20 @@ def _mask_at_full_resolution(image: sitk.Image, modality: str) -> sitk.Image:
 
 
 def dark_blobs(image: sitk.Image, mask: sitk.Image, threshold: float,
-               min_volume: float) -> tuple[np.ndarray, np.ndarray, sitk.Image, list[int]]:
+               min_volume: float) -> tuple[np.ndarray, np.ndarray, sitk.Image, dict[int, tuple]]:
     """Centroids (LPS mm) and volumes (mm^3) of the connected regions below `threshold` inside `mask`, with
-    their label image and the labels kept."""
+    their label image and the bounding box (index x, y, z, size x, y, z) of each label kept."""
     inside = sitk.BinaryErode(mask, [max(1, int(round(INSIDE_MM / s))) for s in image.GetSpacing()])
     labels = sitk.ConnectedComponent(sitk.And(image < threshold, inside))
     shapes = sitk.LabelShapeStatisticsImageFilter()
     shapes.Execute(labels)
     kept = [k for k in shapes.GetLabels() if min_volume <= shapes.GetPhysicalSize(k) <= MAX_MM3]
     points = np.array([shapes.GetCentroid(k) for k in kept]).reshape(-1, 3)
-    return points, np.array([shapes.GetPhysicalSize(k) for k in kept]), labels, kept
+    return (points, np.array([shapes.GetPhysicalSize(k) for k in kept]), labels,
+            {k: shapes.GetBoundingBox(k) for k in kept})
 
 
-def air_centres(image: sitk.Image, labels: sitk.Image, kept: list[int], air: float | None
+def air_centres(image: sitk.Image, labels: sitk.Image, boxes: dict[int, tuple], air: float | None
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Sub-voxel centre (LPS mm) and air volume (mm^3) of each labelled pocket: every voxel within one slice
     spacing of it weighs its air fraction, (tissue - value) / (tissue - air) clipped to 0-1, where tissue is the
@@ -96,13 +97,9 @@ def air_centres(image: sitk.Image, labels: sitk.Image, kept: list[int], air: flo
     threshold (the MR's 2.5 mm slices leave a thresholded centroid a slice's fraction off in z)."""
     values, label_array = sitk.GetArrayViewFromImage(image), sitk.GetArrayViewFromImage(labels)
     spacing = np.array(image.GetSpacing())[::-1]  # z, y, x
-    reach = max(spacing) + SHELL_MM[1]
-    shapes = sitk.LabelShapeStatisticsImageFilter()
-    shapes.Execute(labels)
+    margin = np.ceil((max(spacing) + SHELL_MM[1]) / spacing).astype(int)  # voxels around a box: reach + shell
     centres, volumes = [], []
-    for k in kept:
-        x, y, z, sx, sy, sz = shapes.GetBoundingBox(k)
-        margin = np.ceil(reach / spacing).astype(int)
+    for k, (x, y, z, sx, sy, sz) in boxes.items():
         low = np.maximum(np.array([z, y, x]) - margin, 0)
         high = np.minimum(np.array([z + sz, y + sy, x + sx]) + margin, values.shape)
         block = tuple(slice(a, b) for a, b in zip(low, high))
@@ -123,11 +120,12 @@ def air_centres(image: sitk.Image, labels: sitk.Image, kept: list[int], air: flo
 def stable_blobs(image: sitk.Image, mask: sitk.Image, thresholds, min_volume: float, air: float | None):
     """Blobs at thresholds[0] whose centroid moves at most STABLE_MM at thresholds[1]: their sub-voxel centres
     (air_centres), air volumes and that movement (the localisation error of the thresholded centroid)."""
-    points, _, labels, kept = dark_blobs(image, mask, thresholds[0], min_volume)
+    points, _, labels, boxes = dark_blobs(image, mask, thresholds[0], min_volume)
     other = dark_blobs(image, mask, thresholds[1], 0.0)[0]
     moved = cKDTree(other).query(points)[0] if len(other) else np.full(len(points), np.inf)
     stable = moved <= STABLE_MM
-    centres, volumes = air_centres(image, labels, [k for k, keep in zip(kept, stable) if keep], air)
+    centres, volumes = air_centres(image, labels, {k: box for (k, box), keep in zip(boxes.items(), stable) if keep},
+                                   air)
     return centres, volumes, moved[stable]
 
 
