@@ -61,7 +61,7 @@ FINE_STAGES = ("affine", "deformable")
 VIEW_MARGIN_MM = {"affine": 10.0, "deformable": 2.0}
 # how far from a CT's padding (outside its reconstruction circle) a stage samples: that jump is no edge of the object
 CT_PADDING_MARGIN_MM = {"deformable": 5.0}
-# FINE_STAGES see each image clamped to this percentile and its complement, so bone does not take the tissues' bins
+# every stage sees each image clamped to this percentile and its complement, so bone does not take the tissues' bins
 INTENSITY_PERCENT = 2.0
 MIN_OVERLAP_FRACTION = 0.2
 NO_OVERLAP_TRIES = 3  # next candidates of the pose search tried when its winner ends without overlap
@@ -89,7 +89,6 @@ class RegistrationOptions:
     moving_mask: sitk.Image | None = None
     mask_mode: str = "intersect"  # intersect: automatic AND user mask; replace: the user mask alone
     force_stages: bool = False  # keep affine/deformable results that the stage guard finds worse than the stage before
-    fine_rigid: bool = False  # the rigid stage on the FINE_SPACING_MM grid too: closer on deformed anatomy, slower
 
 
 @dataclass
@@ -386,8 +385,8 @@ class _ElastixInputs:
             return image
         return sitk.Clamp(image, sitk.sitkFloat32, *self.windows[0 if role == "fixed" else 1])
 
-    def for_stage(self, stage: str, fine_stages: tuple[str, ...]) -> _ElastixInputs:
-        return self.make_fine() if stage in fine_stages and self.make_fine is not None else self
+    def for_stage(self, stage: str) -> _ElastixInputs:
+        return self.make_fine() if stage in FINE_STAGES and self.make_fine is not None else self
 
 
 class _StageRunner:
@@ -404,7 +403,6 @@ class _StageRunner:
         low, high = self.ELASTIX_PROGRESS
         fractions = low + (high - low) * costs / costs[-1]
         self.spans = {s: (fractions[i], fractions[i + 1]) for i, s in enumerate(parameters)}
-        self.fine_stages = FINE_STAGES + (("rigid",) if options.fine_rigid else ())
 
     def start(self, name: str, fraction: float, message: str) -> None:
         if self.cancelled is not None and self.cancelled():
@@ -424,9 +422,9 @@ class _StageRunner:
         low, high = self.spans[stage]
         message = f"{stage} registration (elastix)"
         # the first fine stage builds the 1 mm images and their tissue bias field (seconds: done once)
-        if stage in self.fine_stages:
+        if stage in FINE_STAGES:
             self.start(stage, low, f"{stage} registration: preparing the {FINE_SPACING_MM:g} mm images")
-            inputs = inputs.for_stage(stage, self.fine_stages)
+            inputs = inputs.for_stage(stage)
             _report(self.progress, low, message)
         else:
             self.start(stage, low, message)
@@ -534,8 +532,12 @@ def _fine_inputs(coarse: _ElastixInputs, fixed: sitk.Image, moving: sitk.Image, 
         if role in corrected:
             fine = remove_bias_field(fine, estimate_log_bias_field(fine, masks[-1], TISSUE_DETAIL))
         images.append(fine)
-    windows = tuple(intensity_window(image, mask, INTENSITY_PERCENT) for image, mask in zip(images, masks))
-    return _ElastixInputs(*images, *masks, modalities, windows=windows)
+    return _ElastixInputs(*images, *masks, modalities, windows=_intensity_windows(images, masks))
+
+
+def _intensity_windows(images, masks) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Each image's INTENSITY_PERCENT window within its mask."""
+    return tuple(intensity_window(image, mask, INTENSITY_PERCENT) for image, mask in zip(images, masks))
 
 
 def _align_linear(fixed, moving, modalities, options, stages: _StageRunner, result, start,
@@ -590,6 +592,7 @@ def _align_linear(fixed, moving, modalities, options, stages: _StageRunner, resu
                                            "moving": list(inputs.moving.GetSize())}
         stages.stop()
 
+    inputs.windows = _intensity_windows((inputs.fixed, inputs.moving), (inputs.fixed_mask, inputs.moving_mask))
     coarse = inputs
     inputs.make_fine = functools.cache(lambda: _fine_inputs(coarse, *fine_pair, modalities, options, corrected_roles))
     if "rigid" in stages.parameters:
