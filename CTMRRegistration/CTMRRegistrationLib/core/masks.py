@@ -34,6 +34,13 @@ def ct_body_mask(ct: sitk.Image, threshold_hu: float = -400.0, opening_mm: float
     return _clean(sitk.Cast(ct > threshold_hu, sitk.sitkUInt8), opening_mm, closing_mm=4.0)
 
 
+def inside_by(mask: sitk.Image, margin_mm: float) -> sitk.Image:
+    """1 on the voxels of `mask` at least `margin_mm` from its background (the image's edge is none), uint8."""
+    distance = sitk.SignedMaurerDistanceMap(mask, insideIsPositive=True, squaredDistance=False,
+                                            useImageSpacing=True)
+    return sitk.Cast(distance >= margin_mm, sitk.sitkUInt8)
+
+
 CT_PADDING_BELOW_HU = -1100.0  # nothing scanned reads below air (-1000 HU); scanners pad with -2048 or -3024
 
 

@@ -35,7 +35,7 @@ from ..core.imaging import (
     resample_on_grid,
     shrink_to_spacing,
 )
-from ..core.masks import away_from_ct_padding, check_user_masks, combine_masks, foreground_mask
+from ..core.masks import away_from_ct_padding, check_user_masks, combine_masks, foreground_mask, inside_by
 from ..core.resources import parameter_file
 from ..elastix.backends import ElastixBackend, choose_backend
 from ..elastix.parameter_checks import check_parameter_map
@@ -61,6 +61,9 @@ FINE_STAGES = ("affine", "deformable")
 VIEW_MARGIN_MM = {"affine": 10.0, "deformable": 2.0}
 # how far from a CT's padding (outside its reconstruction circle) a stage samples: that jump is no edge of the object
 CT_PADDING_MARGIN_MM = {"deformable": 5.0}
+# how far inside its sampled region a stage samples: an outline that moved on its own (table, holder, sagging)
+# pulls a 12-parameter map away from the interior
+INTERIOR_MARGIN_MM = {"affine": 10.0}
 # every stage sees each image clamped to this percentile and its complement, so bone does not take the tissues' bins
 INTENSITY_PERCENT = 2.0
 MIN_OVERLAP_FRACTION = 0.2
@@ -467,7 +470,8 @@ class _StageRunner:
     def _sampled_region(self, stage: str, inputs: _ElastixInputs, initial: sitk.Transform) -> sitk.Image | None:
         """Where elastix samples the fixed image: its mask (when masks are on), and for the stages of
         VIEW_MARGIN_MM where `initial` maps that margin inside the moving image, for those of
-        CT_PADDING_MARGIN_MM clear of a CT's padding. Elastix drops samples that leave a partial moving image,
+        CT_PADDING_MARGIN_MM clear of a CT's padding, for those of INTERIOR_MARGIN_MM that far inside all of
+        this. Elastix drops samples that leave a partial moving image,
         which rewards transforms that push them out. The rigid stage keeps the moving mask instead."""
         region = inputs.fixed_mask if self.options.use_masks else None
         if stage in VIEW_MARGIN_MM:
@@ -475,6 +479,8 @@ class _StageRunner:
             region = sitk.And(region, in_view) if region is not None else in_view
         if stage in CT_PADDING_MARGIN_MM:
             region = _clear_of_ct_padding(region, inputs, initial, CT_PADDING_MARGIN_MM[stage])
+        if stage in INTERIOR_MARGIN_MM and region is not None:
+            region = _interior(region, INTERIOR_MARGIN_MM[stage])
         return region
 
     def _deformable_job(self, inputs: _ElastixInputs, initial: sitk.Transform) -> ElastixJob:
@@ -503,6 +509,13 @@ def _clear_of_ct_padding(region: sitk.Image | None, inputs: _ElastixInputs, init
     kept = functools.reduce(sitk.And, clear if region is None else [region, *clear])
     before = np.count_nonzero(sitk.GetArrayViewFromImage(region)) if region is not None else np.prod(
         inputs.fixed.GetSize())
+    return kept if np.count_nonzero(sitk.GetArrayViewFromImage(kept)) >= 0.5 * before else region
+
+
+def _interior(region: sitk.Image, margin_mm: float) -> sitk.Image:
+    """The voxels of `region` at least `margin_mm` inside it; `region` itself when that leaves less than half."""
+    kept = inside_by(region, margin_mm)
+    before = np.count_nonzero(sitk.GetArrayViewFromImage(region))
     return kept if np.count_nonzero(sitk.GetArrayViewFromImage(kept)) >= 0.5 * before else region
 
 
