@@ -46,6 +46,17 @@ def matrix_from_sitk(transform: sitk.Transform) -> np.ndarray:
     return matrix
 
 
+SNAP = 2.0**-24  # the grid `snapped` puts a start pose on: far below any effect (6e-8)
+
+
+def snapped(matrix: np.ndarray) -> np.ndarray:
+    """`matrix` on a grid of SNAP, so that elastix gets the same numbers from starts that differ in the last bits
+    (a matrix and the inverse of its inverse, or a search's sums in another order): it amplifies those bits into
+    tenths of a mm. A binary grid, because the decimal matrices of JSON files (9 decimals) would sit exactly
+    halfway between the steps of a decimal one."""
+    return np.round(matrix / SNAP) * SNAP
+
+
 def sitk_from_matrix(matrix: np.ndarray, center=(0.0, 0.0, 0.0)) -> sitk.AffineTransform:
     """An AffineTransform (LPS) with the given 4x4 matrix, expressed about `center`."""
     matrix = np.asarray(matrix, dtype=float)

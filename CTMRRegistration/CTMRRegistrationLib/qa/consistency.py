@@ -31,7 +31,7 @@ import SimpleITK as sitk
 from scipy.spatial.transform import Rotation
 
 from ..core.errors import NoOverlapError
-from ..core.geometry import map_points, matrix_from_sitk, p95, sitk_from_matrix, transform_points
+from ..core.geometry import map_points, matrix_from_sitk, p95, sitk_from_matrix, snapped, transform_points
 from ..core.imaging import in_view_mask, index_to_physical_matrix, own_copy
 from ..core.resources import parameter_file
 from ..elastix.backends import ElastixBackend
@@ -42,7 +42,6 @@ from .images import QAImages
 REFINEMENT_OVERRIDES = {"NumberOfResolutions": ["1"], "MaximumNumberOfIterations": ["300"],
                         "NumberOfSpatialSamples": ["3000"]}
 # 300 iterations: with fewer, restarts around right results do not settle and fail them
-SNAP = 2.0**-24  # the restarts' pose is snapped to multiples of this (see `_snapped`)
 PERTURBATION_MM = 2.0  # with 4 mm and 4 degrees one restart in two of a right result on a cropped phantom
 PERTURBATION_DEGREES = 2.0  # left for another optimum 10-20 mm away; from 2 and 2 they return
 # Directions of the perturbations, in pairs of opposites so that the starts surround the pose.
@@ -164,14 +163,6 @@ def _mean_end(ends: list[np.ndarray], matrix: np.ndarray, points: SharedPoints) 
                                               axis=1)]))
 
 
-def _snapped(matrix: np.ndarray) -> np.ndarray:
-    """`matrix` on a grid far below any effect (6e-8), so that the restarts get the same numbers whichever image
-    the caller made fixed: a matrix and the inverse of its inverse differ in the last bits, and elastix amplifies
-    that into tenths of a mm. A binary grid, because the decimal matrices of JSON files (9 decimals) would sit
-    exactly halfway between the steps of a decimal one."""
-    return np.round(matrix / SNAP) * SNAP
-
-
 def _side_by_side(refine: RigidRefiner, images: tuple[sitk.Image, ...], starts: list[np.ndarray]
                   ) -> tuple[list[np.ndarray], int]:
     """The ends of `refine` from each start, run at once with a share of the threads each (each on its own copy
@@ -201,7 +192,7 @@ def restart_stability(images: QAImages, matrix: np.ndarray, refine: RigidRefiner
     points = points or shared_points(images, matrix)
     swapped = elastix_roles_swapped(images)
     roles = images.swapped() if swapped else images
-    pose = _snapped(np.linalg.inv(matrix) if swapped else matrix)
+    pose = snapped(np.linalg.inv(matrix) if swapped else matrix)
     role_points = SharedPoints(points.moving, points.fixed) if swapped else points
     centre = np.concatenate([role_points.fixed, transform_points(np.linalg.inv(pose), role_points.moving)]).mean(axis=0)
     # only where the moving image has data: a partial moving view would leave most samples outside it

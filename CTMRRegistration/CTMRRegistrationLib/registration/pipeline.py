@@ -24,7 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..core.errors import Cancelled, InputError, NoOverlapError
-from ..core.geometry import matrix_from_sitk, sitk_from_matrix, transform_points
+from ..core.geometry import matrix_from_sitk, sitk_from_matrix, snapped, transform_points
 from ..core.imaging import (
     check_volume,
     guess_modality,
@@ -576,7 +576,7 @@ def _align_linear(fixed, moving, modalities, options, stages: _StageRunner, resu
                        if role in corrected_roles}
         try:
             stages.start("initialization", 0.1, "searching all orientations")
-            initial = _initialize(fixed, moving, modalities, options, result, start)
+            initial = snapped(_initialize(fixed, moving, modalities, options, result, start))
             _check_boxes_overlap(fixed, moving, initial)
             result.initial_transform = result.transform = sitk_from_matrix(initial)
             stages.stop()

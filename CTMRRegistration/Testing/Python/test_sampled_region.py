@@ -1,5 +1,5 @@
-"""Where the deformable stage samples: clear of a CT's padding (outside its reconstruction circle), in whichever
-image the CT is."""
+"""Where the stages sample: the deformable stage clear of a CT's padding (outside its reconstruction circle), in
+whichever image the CT is; the affine stage well inside its region."""
 
 import numpy as np
 import SimpleITK as sitk
@@ -8,7 +8,7 @@ from scipy import ndimage
 from CTMRRegistrationLib.core.geometry import sitk_from_matrix
 from CTMRRegistrationLib.core.imaging import mask_points
 from CTMRRegistrationLib.core.masks import CT_PADDING_BELOW_HU, foreground_mask
-from CTMRRegistrationLib.registration.pipeline import _clear_of_ct_padding, _ElastixInputs
+from CTMRRegistrationLib.registration.pipeline import _clear_of_ct_padding, _ElastixInputs, _interior
 
 MARGIN_MM = 6.0
 
@@ -55,3 +55,28 @@ def test_region_is_kept_whole_when_the_margin_would_leave_less_than_half(sample_
     inputs = _inputs(sample_ct, sample_mr)
     region = _clear_of_ct_padding(inputs.fixed_mask, inputs, sitk_from_matrix(reference_ct_to_mr), 60.0)
     assert np.array_equal(sitk.GetArrayFromImage(region), sitk.GetArrayFromImage(inputs.fixed_mask))
+
+
+def _box_mask(size_mm, spacing=(1.0, 1.0, 2.0)) -> sitk.Image:
+    """A box of `size_mm` per axis in the middle of a 160 mm cube (on `spacing`), uint8."""
+    shape = [int(160 / s) for s in spacing]
+    array = np.zeros(shape[::-1], np.uint8)
+    low = [int((80 - b / 2) / s) for b, s in zip(size_mm, spacing)]
+    high = [int((80 + b / 2) / s) for b, s in zip(size_mm, spacing)]
+    array[low[2]:high[2], low[1]:high[1], low[0]:high[0]] = 1
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(spacing)
+    return image
+
+
+def test_interior_keeps_what_lies_the_margin_inside_the_region():
+    region = _box_mask((140, 140, 140))  # 10 mm in leaves 63 % of it
+    inside = sitk.GetArrayFromImage(_interior(region, 10.0)) > 0
+    depth = ndimage.distance_transform_edt(sitk.GetArrayFromImage(region) > 0, sampling=region.GetSpacing()[::-1])
+    assert inside.any() and depth[inside].min() >= 10.0
+    assert not (depth[~inside] >= 10.0 + 2.0).any()  # nothing deeper is dropped (2 mm: the slice spacing)
+
+
+def test_interior_keeps_a_thin_region_whole():
+    region = _box_mask((80, 80, 24))  # 10 mm in from both faces would leave 4 of 24 mm
+    assert np.array_equal(sitk.GetArrayFromImage(_interior(region, 10.0)), sitk.GetArrayFromImage(region))
