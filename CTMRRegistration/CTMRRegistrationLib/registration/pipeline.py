@@ -66,9 +66,6 @@ CT_PADDING_MARGIN_MM = {"deformable": 5.0}
 INTERIOR_MARGIN_MM = {"affine": 10.0}
 # FINE_STAGES see each image clamped to this percentile and its complement, so bone does not take the tissues' bins
 INTENSITY_PERCENT = 2.0
-# the rigid stage's: at 2 % it lands nearer the anatomy, but 4.8 mm p95 from the reference MI optimum that capture
-# is judged by (the limit is 5 mm)
-RIGID_INTENSITY_PERCENT = 1.0
 MIN_OVERLAP_FRACTION = 0.2
 NO_OVERLAP_TRIES = 3  # next candidates of the pose search tried when its winner ends without overlap
 
@@ -548,12 +545,8 @@ def _fine_inputs(coarse: _ElastixInputs, fixed: sitk.Image, moving: sitk.Image, 
         if role in corrected:
             fine = remove_bias_field(fine, estimate_log_bias_field(fine, masks[-1], TISSUE_DETAIL))
         images.append(fine)
-    return _ElastixInputs(*images, *masks, modalities, windows=_intensity_windows(images, masks, INTENSITY_PERCENT))
-
-
-def _intensity_windows(images, masks, percent: float) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Each image's `percent` window within its mask."""
-    return tuple(intensity_window(image, mask, percent) for image, mask in zip(images, masks))
+    windows = tuple(intensity_window(image, mask, INTENSITY_PERCENT) for image, mask in zip(images, masks))
+    return _ElastixInputs(*images, *masks, modalities, windows=windows)
 
 
 def _align_linear(fixed, moving, modalities, options, stages: _StageRunner, result, start,
@@ -608,8 +601,6 @@ def _align_linear(fixed, moving, modalities, options, stages: _StageRunner, resu
                                            "moving": list(inputs.moving.GetSize())}
         stages.stop()
 
-    inputs.windows = _intensity_windows((inputs.fixed, inputs.moving), (inputs.fixed_mask, inputs.moving_mask),
-                                        RIGID_INTENSITY_PERCENT)
     coarse = inputs
     inputs.make_fine = functools.cache(lambda: _fine_inputs(coarse, *fine_pair, modalities, options, corrected_roles))
     if "rigid" in stages.parameters:

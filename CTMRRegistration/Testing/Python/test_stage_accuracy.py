@@ -118,18 +118,9 @@ def test_each_stage_brings_the_phantom_air_pockets_closer(full_resolution_run):
     rigid_tre, affine_tre, deformable_tre = (_air_pocket_tre(t).mean() for t in (full.stage_transforms["rigid"],
                                                                    full.linear_transform, full.transform))
     assert rigid_tre < 4.0
-    assert affine_tre < rigid_tre - 0.25
+    assert affine_tre < rigid_tre - 0.4
     assert deformable_tre < affine_tre - 0.5
     assert deformable_tre < 2.3
-
-
-@pytest.mark.slow
-@needs_executable
-def test_rigid_stage_comes_within_a_third_of_a_mm_of_the_central_slabs_rigid_floor(full_resolution_run):
-    """The phantom deformed between its scans, so no rigid map fits all its air pockets: those of the central MR
-    slab allow 2.07 mm (least-squares rigid fit on them alone, leave one out). The rigid stage, which sees each
-    image clamped to its tissue window, lands within a third of a mm of that floor (2.49 mm without the window)."""
-    assert _air_pocket_tre(full_resolution_run.stage_transforms["rigid"], central_only=True).mean() < 2.4
 
 
 @pytest.mark.slow
