@@ -6,7 +6,7 @@ slab's mean TRE by about 0.1 mm. Each run starts from the reference rigid transf
 8 mm (a fixed random set), with the bundled rigid preset, its RandomSeed and any `--set` entries replaced.
 
     CTMR_SHARED_DATA=../shared/data/mridir-porcine python bench/rigid_seeds.py [--seeds 1 2 3 4] [--starts 2]
-        [--set NumberOfHistogramBins=64 ...] [--view-margin MM]
+        [--set NumberOfHistogramBins=64 ...] [--view-margin MM] [--fine-rigid]
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE[,VALUE]",
                         help="rigid preset entries to replace, e.g. NumberOfSpatialSamples=2000,20000")
     parser.add_argument("--view-margin", type=float, help="sample the CT only this far (mm) inside the MR's view")
+    parser.add_argument("--fine-rigid", action="store_true", help="the rigid stage on the 1 mm grid")
     parser.add_argument("--threads", type=int, default=2)
     arguments = parser.parse_args()
     data = Path(os.environ.get("CTMR_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" /
@@ -59,7 +60,8 @@ def main() -> None:
     preset = read_parameter_file(resources.parameter_file("Rigid"))
     preset |= {key: value.split(",") for key, value in (entry.split("=", 1) for entry in arguments.set)}
     starts = start_poses(reference, object_centre(mr, "MR"), arguments.starts)
-    print(f"rigid stage; preset changes {arguments.set or 'none'}; view margin {arguments.view_margin}")
+    print(f"rigid stage; preset changes {arguments.set or 'none'}; view margin {arguments.view_margin}; "
+          f"{'1 mm' if arguments.fine_rigid else 'working'} grid")
     errors = []
     with tempfile.TemporaryDirectory() as work:
         for seed in arguments.seeds:
@@ -68,7 +70,7 @@ def main() -> None:
                 began = time.perf_counter()
                 result = register_images(ct, mr, RegistrationOptions(
                     initialization="none", initial_matrix=start, stages=("rigid",), presets=[path],
-                    threads=arguments.threads))
+                    fine_rigid=arguments.fine_rigid, threads=arguments.threads))
                 tre = np.linalg.norm(transform_points(result.matrix, ct_points) - mr_points, axis=1)
                 errors.append((tre.mean(), tre[central].mean()))
                 print(f"seed {seed} start {number}: mean TRE all {tre.mean():.2f} mm, central slab "

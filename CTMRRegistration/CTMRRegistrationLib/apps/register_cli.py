@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--force-stages", action="store_true",
                         help="keep the affine/deformable results even when the stage guard finds that they align "
                         "edges worse than the stage before")
+    parser.add_argument("--fine-rigid", action="store_true",
+                        help="run the rigid stage on the 1 mm grid the affine and deformable stages use: closer on "
+                        "anatomy that deformed between the scans, several times slower")
     parser.add_argument("--output-stage-transforms", type=Path,
                         help="folder for each elastix stage's own fixed->moving result (rigid.h5, affine.h5, "
                         "deformable.h5), also one the stage guard discarded")
@@ -170,6 +173,7 @@ def register_files(args) -> tuple[SceneRegistrationResult, dict, list[str]]:
         backend=backend, threads=args.threads, bias_correction=args.bias_correction,
         fixed_modality=args.fixed_modality, moving_modality=args.moving_modality, mask_mode=args.mask_mode,
         force_stages=args.force_stages,
+        fine_rigid=args.fine_rigid,
     )
     reading = time.perf_counter() - started
     result = logic.register(

@@ -128,6 +128,7 @@ class RegistrationLogic:
         moving_modality: str | None = None,
         accept_mirror: bool = False,
         force_stages: bool = False,
+        fine_rigid: bool = False,
         fixed_landmarks=None,
         moving_landmarks=None,
         fixed_targets=None,
@@ -169,6 +170,7 @@ class RegistrationLogic:
             fixed_modality, moving_modality: "CT" or "MR" instead of the DICOM tag or the intensities.
             accept_mirror: register even when the moving volume looks mirrored (status "mirrored" otherwise).
             force_stages: keep affine/deformable results that the stage guard finds worse than the stage before.
+            fine_rigid: run the rigid stage on the 1 mm grid of the finer stages (slower; closer on deformed anatomy).
         Start pose and quality check:
             fixed_landmarks, moving_landmarks: markups point lists (paired by label, else by position; at least
                 3): their rigid fit replaces the automatic start pose.
@@ -214,7 +216,7 @@ class RegistrationLogic:
             elastix_executable=elastix_executable, threads=threads, fixed_modality=fixed_modality,
             moving_modality=moving_modality, bias_correction=bias_correction,
             fixed_mask=self._mask_image(fixed_mask), moving_mask=self._mask_image(moving_mask), mask_mode=mask_mode,
-            force_stages=force_stages,
+            force_stages=force_stages, fine_rigid=fine_rigid,
         )
         fixed = tag_modality(sitk_from_volume(fixed_node, leave_out=output_transform), fixed_node)
         moving = tag_modality(sitk_from_volume(moving_node, leave_out=output_transform), moving_node)

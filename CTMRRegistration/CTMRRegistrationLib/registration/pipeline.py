@@ -92,6 +92,7 @@ class RegistrationOptions:
     moving_mask: sitk.Image | None = None
     mask_mode: str = "intersect"  # intersect: automatic AND user mask; replace: the user mask alone
     force_stages: bool = False  # keep affine/deformable results that the stage guard finds worse than the stage before
+    fine_rigid: bool = False  # the rigid stage on the FINE_SPACING_MM grid too: closer on deformed anatomy, slower
 
 
 @dataclass
@@ -388,8 +389,8 @@ class _ElastixInputs:
             return image
         return sitk.Clamp(image, sitk.sitkFloat32, *self.windows[0 if role == "fixed" else 1])
 
-    def for_stage(self, stage: str) -> _ElastixInputs:
-        return self.make_fine() if stage in FINE_STAGES and self.make_fine is not None else self
+    def for_stage(self, stage: str, fine_stages: tuple[str, ...]) -> _ElastixInputs:
+        return self.make_fine() if stage in fine_stages and self.make_fine is not None else self
 
 
 class _StageRunner:
@@ -406,6 +407,7 @@ class _StageRunner:
         low, high = self.ELASTIX_PROGRESS
         fractions = low + (high - low) * costs / costs[-1]
         self.spans = {s: (fractions[i], fractions[i + 1]) for i, s in enumerate(parameters)}
+        self.fine_stages = FINE_STAGES + (("rigid",) if options.fine_rigid else ())
 
     def start(self, name: str, fraction: float, message: str) -> None:
         if self.cancelled is not None and self.cancelled():
@@ -425,9 +427,9 @@ class _StageRunner:
         low, high = self.spans[stage]
         message = f"{stage} registration (elastix)"
         # the first fine stage builds the 1 mm images and their tissue bias field (seconds: done once)
-        if stage in FINE_STAGES:
+        if stage in self.fine_stages:
             self.start(stage, low, f"{stage} registration: preparing the {FINE_SPACING_MM:g} mm images")
-            inputs = inputs.for_stage(stage)
+            inputs = inputs.for_stage(stage, self.fine_stages)
             _report(self.progress, low, message)
         else:
             self.start(stage, low, message)
