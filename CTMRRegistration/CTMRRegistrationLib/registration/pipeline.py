@@ -511,13 +511,17 @@ def _clear_of_ct_padding(region: sitk.Image | None, inputs: _ElastixInputs, init
     kept = functools.reduce(sitk.And, clear if region is None else [region, *clear])
     before = np.count_nonzero(sitk.GetArrayViewFromImage(region)) if region is not None else np.prod(
         inputs.fixed.GetSize())
-    return kept if np.count_nonzero(sitk.GetArrayViewFromImage(kept)) >= 0.5 * before else region
+    return _unless_under_half(kept, before, region)
 
 
 def _interior(region: sitk.Image, margin_mm: float) -> sitk.Image:
     """The voxels of `region` at least `margin_mm` inside it; `region` itself when that leaves less than half."""
-    kept = inside_by(region, margin_mm)
-    before = np.count_nonzero(sitk.GetArrayViewFromImage(region))
+    return _unless_under_half(inside_by(region, margin_mm), np.count_nonzero(sitk.GetArrayViewFromImage(region)),
+                              region)
+
+
+def _unless_under_half(kept: sitk.Image, before: int, region: sitk.Image | None) -> sitk.Image | None:
+    """`kept` when it holds at least half of the `before` voxels it was cut from, else `region` unchanged."""
     return kept if np.count_nonzero(sitk.GetArrayViewFromImage(kept)) >= 0.5 * before else region
 
 
